@@ -1,0 +1,57 @@
+# Self-documenting: `make help` lists the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.setup-done
+# Debian packages the runners and tests use (installed by `make setup` when run as root).
+APT_PACKAGES := trans-de-en
+TORCHREC := fbgemm-gpu-cpu==1.9.0 torchrec==1.9.2
+TASK ?= swin
+OPTIM ?= solo_4_2bit
+
+.DEFAULT_GOAL := help
+.PHONY: help setup run test test-all tables figures bench lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## create .venv and install everything (pinned; Debian packages too when root)
+
+$(STAMP): pyproject.toml Makefile
+	@if [ "$$(id -u)" = 0 ]; then \
+	  (dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || \
+	   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES))); \
+	else \
+	  dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || \
+	  echo "NOTE: not root; install these Debian packages yourself: sudo apt-get install $(APT_PACKAGES)"; \
+	fi
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --disable-pip-version-check -e ".[exp,dev]"
+	# torchrec's metadata names the GPU build fbgemm-gpu; the CPU build is fbgemm-gpu-cpu.
+	$(PIP) install -q --disable-pip-version-check --no-deps $(TORCHREC)
+	touch $@
+
+run: setup ## the main job: small-scale Swin on embedded MNIST digits (TASK=, OPTIM= to change)
+	$(PY) run.py task=$(TASK) optim=$(OPTIM)
+
+test: setup ## the default test suite (fast, CPU)
+	$(PY) -m pytest -q
+
+test-all: setup ## every test, slow/slurm/distributed included (gpu ones skip without a GPU)
+	$(PY) -m pytest -q -m "not gpu"
+
+tables: setup ## regenerate results/tables/ from the run records
+	$(PY) scripts/make_tables.py
+
+figures: setup ## regenerate results/figures/
+	$(PY) scripts/make_figures.py
+
+bench: setup ## optimizer step-time benchmark on this machine
+	$(PY) scripts/bench.py
+
+lint: setup ## ruff
+	$(PY) -m ruff check .
+
+clean: ## remove outputs/ and caches (keeps .venv and results/)
+	rm -rf outputs multirun .pytest_cache
