@@ -1,0 +1,20 @@
+"""solo: AdamW / AdaBelief with 2-, 3-, 4- and 8-bit optimizer states.
+
+Implements SOLO (Xu et al., arXiv 2505.00347) and the 4-bit optimizers of Li et al. (arXiv
+2309.01507); the algorithm is specified in the repository's method notes. Quick start::
+
+    import solo
+    opt = solo.presets.solo_4_2bit(model.parameters(), lr=1e-3, weight_decay=0.05)
+    solo.state_bytes(opt)   # {"total": ..., "quantized": ..., "full_precision": ...} bytes
+"""
+
+from . import codebooks, codecs, memory, momentum, packing, presets
+from .memory import estimate_state_bytes, state_bytes
+from .optim import AdaBelief, AdamW
+from .presets import PRESETS
+from .qtensor import QuantizedTensor, quantize
+
+__version__ = "0.1.0"
+__all__ = ["AdamW", "AdaBelief", "quantize", "QuantizedTensor", "state_bytes",
+           "estimate_state_bytes", "PRESETS", "codebooks", "codecs", "memory", "momentum",
+           "packing", "presets"]

@@ -47,18 +47,7 @@ def pack(codes: torch.Tensor, bits: int, out: torch.Tensor | None = None) -> tor
         pad = -n % per
         if pad:
             codes = torch.cat([codes, codes.new_zeros(pad)])
-        if bits == 3:
-            # 8 codes -> one 24-bit word -> 3 little-endian bytes.
-            g = codes.view(-1, 8).to(torch.int32)
-            shifts = torch.arange(0, 24, 3, dtype=torch.int32, device=codes.device)
-            word = (g << shifts).sum(dim=1, dtype=torch.int32)
-            packed = torch.stack([(word >> s) & 0xFF for s in (0, 8, 16)], dim=1)
-            packed = packed.to(torch.uint8).reshape(-1)
-        else:
-            g = codes.view(-1, per)
-            packed = g[:, 0].clone()
-            for j in range(1, per):
-                packed |= g[:, j] << (bits * j)
+        packed = _PACK[bits](codes.contiguous())
     if out is None:
         return packed.clone() if packed is codes else packed
     out.copy_(packed)
@@ -75,13 +64,50 @@ def unpack(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
         )
     if bits == 8:
         return packed.reshape(-1)[:n]
-    if bits == 3:
-        b = packed.view(-1, 3).to(torch.int32)
-        word = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
-        shifts = torch.arange(0, 24, 3, dtype=torch.int32, device=packed.device)
-        codes = ((word[:, None] >> shifts) & 7).to(torch.uint8)
-    else:
-        per, _ = _group(bits)
-        shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=packed.device)
-        codes = (packed.view(-1, 1) >> shifts) & (2**bits - 1)
+    codes = _UNPACK[bits](packed.contiguous())
     return codes.reshape(-1)[:n]
+
+
+# Byte tricks: reinterpret groups of codes (one per byte) as one little-endian integer word and
+# move each code's bits into place with a few shifts, instead of one op per code position.
+def _pack2(c):
+    w = c.view(torch.int32)
+    return ((w | (w >> 6) | (w >> 12) | (w >> 18)) & 0xFF).to(torch.uint8)
+
+
+def _pack4(c):
+    w = c.view(torch.int16)
+    return ((w | (w >> 4)) & 0xFF).to(torch.uint8)
+
+
+def _pack3(c):
+    w = c.view(torch.int64)
+    out = w & 7
+    for i in range(1, 8):
+        out |= (w >> (5 * i)) & (7 << (3 * i))
+    return out.view(torch.uint8).view(-1, 8)[:, :3].reshape(-1)
+
+
+def _unpack2(b):
+    w = b.to(torch.int32)
+    w = (w | (w << 6) | (w << 12) | (w << 18)) & 0x03030303
+    return w.view(torch.uint8)
+
+
+def _unpack4(b):
+    w = b.to(torch.int16)
+    w = (w | (w << 4)) & 0x0F0F
+    return w.view(torch.uint8)
+
+
+def _unpack3(b):
+    g = b.view(-1, 3).to(torch.int64)
+    w = g[:, 0] | (g[:, 1] << 8) | (g[:, 2] << 16)
+    out = w & 7
+    for i in range(1, 8):
+        out |= (w << (5 * i)) & (7 << (8 * i))
+    return out.view(torch.uint8)
+
+
+_PACK = {2: _pack2, 3: _pack3, 4: _pack4}
+_UNPACK = {2: _unpack2, 3: _unpack3, 4: _unpack4}
