@@ -81,7 +81,9 @@ class Codec:
     def init(self, shape: torch.Size, device) -> dict[str, torch.Tensor]:
         """Fields of an all-zero tensor."""
         fields = {k: torch.zeros(s, dtype=d, device=device) for k, (s, d) in self.spec(shape).items()}
-        self.encode(torch.zeros(shape, device=device), fields, None)
+        # zeros need no random draws (log codes of 0 are deterministic); a private generator
+        # keeps the global RNG untouched anyway
+        self.encode(torch.zeros(shape, device=device), fields, torch.Generator(device=device))
         return fields
 
     def encode(self, x: torch.Tensor, fields: dict, generator: torch.Generator | None) -> None:

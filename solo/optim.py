@@ -190,6 +190,20 @@ class _QuantizedAdam(torch.optim.Optimizer):
         codec_m.encode(m, fm, gen)
         codec_v.encode(v, fv, gen)
 
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["_seed"] = self._seed
+        state["_generator_states"] = {k: g.get_state() for k, g in self._generators.items()}
+        return state
+
+    def __setstate__(self, state):
+        gen_states = state.pop("_generator_states", {})
+        state.setdefault("_seed", None)
+        super().__setstate__(state)
+        self._generators = {}
+        for key, gs in gen_states.items():
+            self.generator(torch.device(key)).set_state(gs)
+
     # --- checkpoints --------------------------------------------------------------------------
     def state_dict(self):
         sd = super().state_dict()
