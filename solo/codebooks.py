@@ -14,7 +14,7 @@ import torch
 __all__ = ["de_levels", "linear_levels", "log_levels"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _de_levels(bits: int, signed: bool) -> tuple[float, ...]:
     # Dynamic exponent map (Dettmers 2015; bitsandbytes `create_dynamic_map(signed,
     # max_exponent_bits=bits-1, total_bits=bits)`, written from its description in method.md):

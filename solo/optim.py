@@ -14,7 +14,6 @@ with a GradScaler never reach this: the scaler skips ``step()`` on inf/NaN gradi
 from __future__ import annotations
 
 import math
-from typing import Iterable
 
 import torch
 

@@ -1,9 +1,9 @@
 """The set-up promises of the README: pins agree, CI runs the README's test command."""
 
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]

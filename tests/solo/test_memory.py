@@ -2,12 +2,11 @@ import math
 
 import pytest
 import torch
+from solo_helpers import small_model, train_steps
 
 import solo
 from solo.packing import packed_numel
 from solo.presets import PRESETS
-
-from solo_helpers import small_model, train_steps
 
 # bits per element the preset name promises for (m, v), and whether v stores alphas
 PROMISED = {

@@ -3,11 +3,10 @@ import io
 
 import pytest
 import torch
+from solo_helpers import small_model, train_steps
 
 import solo
 from solo.presets import PRESETS
-
-from solo_helpers import small_model, train_steps
 
 
 def _groups(m, tensor_lr=False):

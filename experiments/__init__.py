@@ -1,0 +1,1 @@
+"""Task runners (one file per task) and the small helpers they share (common.py)."""

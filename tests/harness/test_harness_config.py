@@ -1,0 +1,89 @@
+"""Config composition, names and keys: what a user typing `run.py ...` relies on."""
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from harness_utils import ROOT, compose, run_py
+
+import solo
+
+TASKS = sorted(p.stem for p in (ROOT / "conf" / "task").glob("*.yaml"))
+OPTIMS = sorted(p.stem for p in (ROOT / "conf" / "optim").glob("*.yaml"))
+SCALES = sorted(p.stem for p in (ROOT / "conf" / "scale").glob("*.yaml"))
+
+
+def test_the_groups_are_not_empty():
+    assert "swin" in TASKS and {"adamw32", "solo_4_2bit", "torch_adamw"} <= set(OPTIMS)
+    assert SCALES == ["paper", "small", "smoke"]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_task_has_every_scale(task):
+    cfg = compose([f"task={task}"])
+    assert cfg.task.name == task
+    assert sorted(cfg.task.scales) == SCALES
+    assert cfg.scale.name == "small" and cfg.optim_name == "solo_4_2bit"
+
+
+@pytest.mark.parametrize("optim", OPTIMS)
+@pytest.mark.parametrize("task", TASKS)
+def test_every_task_optim_pair_composes_and_steps(task, optim):
+    from experiments import common
+
+    cfg = compose([f"task={task}", f"optim={optim}", "scale=smoke"])
+    assert cfg.optim_name == optim  # the name in records and outputs is the file's stem
+    hp = cfg.task.scales.smoke
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 256), torch.nn.LayerNorm(256),
+                                torch.nn.Linear(256, 4))
+    # Exactly the call the runners make: identity from the YAML, hyperparameters from the task.
+    opt = common.build_optimizer(cfg, common.param_groups(model, hp.weight_decay), lr=hp.lr,
+                                 betas=hp.betas, eps=hp.eps, weight_decay=hp.weight_decay)
+    assert isinstance(opt, torch.optim.Optimizer)
+    before = [p.detach().clone() for p in model.parameters()]
+    model(torch.randn(8, 16)).square().mean().backward()
+    opt.step()
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
+    sizes = common.state_bytes(opt)
+    assert sizes["total"] == sizes["quantized"] + sizes["full_precision"] > 0
+    if isinstance(opt, solo.optim._QuantizedAdam):
+        # the bits the config's name promises are the bits the optimizer stores
+        bits = [int(b) for b in re.findall(r"\d+", optim.removesuffix("_rank1").split("_", 1)[-1])]
+        bits = bits if len(bits) == 2 else bits * 2
+        assert [c.bits for c in opt.codecs(opt.param_groups[0], torch.empty(8192))] == bits
+
+
+def test_unknown_task_exits_nonzero_and_lists_the_valid_ones():
+    out = run_py("task=nope")
+    assert out.returncode != 0
+    assert "task/nope" in out.stderr and all(t in out.stderr for t in TASKS)
+
+
+def test_unknown_optim_exits_nonzero_and_lists_the_valid_ones():
+    out = run_py("optim=adamw3bit")
+    assert out.returncode != 0
+    assert "optim/adamw3bit" in out.stderr and all(o in out.stderr for o in OPTIMS)
+
+
+@pytest.mark.parametrize("key", ["seeed", "task.scales.small.lrr"])
+def test_a_typo_in_a_key_names_the_key(key):
+    out = run_py(f"{key}=1")
+    assert out.returncode != 0 and key.split(".")[-1] in out.stderr
+
+
+def test_optimizer_configs_hold_only_the_identity():
+    # Hyperparameters live in the task config so every optimizer gets the same ones.
+    import yaml
+
+    for optim in OPTIMS:
+        spec = yaml.safe_load((ROOT / "conf" / "optim" / f"{optim}.yaml").read_text())
+        assert spec["_partial_"] is True and "lr" not in spec, optim
+        if optim.startswith(("adam", "solo", "adabelief")):
+            assert spec["_target_"] == f"solo.presets.{optim}"
+
+
+def test_records_dir_defaults_to_results_runs(monkeypatch):
+    monkeypatch.delenv("SOLO_RECORDS_DIR", raising=False)
+    assert Path(compose().records_dir) == Path("results/runs")
