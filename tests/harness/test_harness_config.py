@@ -27,7 +27,12 @@ def test_every_task_has_every_scale(task):
     assert cfg.scale.name == "small" and cfg.optim_name == "solo_4_2bit"
 
 
-@pytest.mark.parametrize("optim", OPTIMS)
+# torchao peers compile their step (10-50 s on a CPU): run them with the slow tests.
+STEPPED = [pytest.param(o, marks=pytest.mark.slow) if o.startswith("torchao") else o
+           for o in OPTIMS]
+
+
+@pytest.mark.parametrize("optim", STEPPED)
 @pytest.mark.parametrize("task", TASKS)
 def test_every_task_optim_pair_composes_and_steps(task, optim):
     from experiments import common
