@@ -165,3 +165,16 @@ def test_small_scale_adamw32_reaches_95_percent(run_smoke):
     # The small-scale recipe's promise (issue 4): minutes on 2 CPU cores, >= 95% top-1.
     record, _ = run_smoke(scale="small", optim="adamw32")
     assert record["metrics"]["top1"] >= 95.0, record["metrics"]
+
+
+def test_variant_runs_never_replace_a_table_cell(tmp_path):
+    from omegaconf import OmegaConf
+
+    from experiments import common
+
+    base = dict(records_dir=str(tmp_path), scale={"name": "small"}, task={"name": "swin"},
+                optim_name="solo_2bit", seed=2)
+    cell = common.record_path(OmegaConf.create({**base, "variant": ""}))
+    ablation = common.record_path(OmegaConf.create({**base, "variant": "optim.quantile=0.3"}))
+    assert cell == tmp_path / "small/swin/solo_2bit/seed2.json"
+    assert ablation == tmp_path / "small/swin/solo_2bit/optim.quantile=0.3/seed2.json"
