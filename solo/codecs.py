@@ -22,6 +22,7 @@ rank1-linear    2,3,4,8    zero-free linear, rank-1 scales min(row max, col max)
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -329,8 +330,18 @@ class Rank1Codec(Codec):
 
 def make_codec(quantizer: str, bits: int, *, signed: bool, block_size: int = 128,
                quantile: float = 0.1) -> Codec:
-    """Build the codec for one state. ``bits`` in bits; ``block_size`` in elements."""
+    """The codec for one state. ``bits`` in bits; ``block_size`` in elements.
+
+    Codecs hold no per-tensor state, so one instance per configuration is shared (building the
+    codebook and its boundaries every step would cost more than quantizing a small tensor).
+    """
     check_quantizer(quantizer, bits, signed=signed)
+    return _make_codec(quantizer, bits, signed, block_size, quantile)
+
+
+@functools.lru_cache(maxsize=256)
+def _make_codec(quantizer: str, bits: int, signed: bool, block_size: int,
+                quantile: float) -> Codec:
     if quantizer == "none":
         return FullCodec(torch.float32)
     if quantizer == "bf16":
