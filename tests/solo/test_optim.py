@@ -334,3 +334,21 @@ def test_solo_beta1_rule_and_override(caplog):
     assert PRESETS["adamw2bit"](p).defaults["betas"][0] == 0.9
     assert PRESETS["solo_2bit"](p, betas=(0.9, 0.99)).defaults["betas"] == (0.9, 0.99)
     assert PRESETS["solo_2bit"](p, betas=(None, 0.98)).defaults["betas"] == (0.525, 0.98)
+
+
+@pytest.mark.parametrize("name", ["solo_4_2bit", "solo_2bit", "solo_3bit"])
+def test_sparse_rows_do_not_explode(name):
+    # An embedding table: rows that had a gradient once and none now must keep a v that
+    # bounds m/sqrt(v). Counting the never-updated rows' zeros in the log quantizer's
+    # quantile drove alpha to 0 and such rows moved by 1e5 x lr (found on DCN).
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.zeros(16, 16))
+    opt = PRESETS[name]([p], lr=1.0, seed=0)
+    for step in range(6):
+        g = torch.zeros(16, 16)
+        rows = torch.arange(4 * (step % 2), 4 * (step % 2) + 4)
+        g[rows] = torch.randn(4, 16) * 1e-2
+        p.grad = g
+        before = p.detach().clone()
+        opt.step()
+        assert (p.detach() - before).abs().max() < 5.0

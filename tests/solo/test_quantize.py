@@ -164,3 +164,13 @@ def test_codes_in_range():
         from solo.packing import unpack
         assert unpack(q.codes, bits, 999).max() < 2**bits
     assert math.isclose(1, 1)
+
+
+def test_log_quantile_ignores_zeros():
+    # a block that is 90% exact zeros: alpha comes from the positive entries
+    x = torch.cat([torch.zeros(115), torch.linspace(0.1, 1.0, 13)])
+    q = solo.quantize(x, bits=2, quantizer="log", block_size=128)
+    xp = torch.quantile(x[x > 0], 0.1)
+    assert q.fields["alphas"].item() == pytest.approx((xp.item() / 1.0) ** (1 / 3), rel=1e-5)
+    assert (block_quantile(x[None], 0.1, positive_only=True) == xp).all()
+    assert block_quantile(torch.zeros(2, 8), 0.1, positive_only=True).tolist() == [0.0, 0.0]

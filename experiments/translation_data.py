@@ -1,0 +1,191 @@
+"""Parallel text for the transformer runner: where the sentence pairs come from, the joint BPE,
+and token-budget batches.
+
+- smoke: synthetic pairs (a digit string -> the same digits reversed), seconds.
+- small: German-English sentence pairs from Debian's Ding dictionary (`trans-de-en`).
+- paper: user-given plain-text files DIR/{train,valid,test}.{src,tgt}, one sentence per line.
+"""
+
+import hashlib
+import random
+import re
+from pathlib import Path
+
+import torch
+
+from experiments import common
+
+DING_PATH = Path("/usr/share/trans/de-en")
+DING_SPLIT_SEED = 20250502  # the train/valid/test split is fixed, independent of the run seed
+PAD, BOS, EOS, UNK = 0, 1, 2, 3
+SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]  # ids 0..3, in this order
+
+# ---------------------------------------------------------------- the Ding dictionary
+
+_ANNOTATION = re.compile(r"\s*(\{[^}]*\}|\[[^\]]*\])")  # {pl}, {vt}, [Br.], [coll.] ...
+
+
+def _clean(text: str) -> str:
+    return " ".join(_ANNOTATION.sub("", text).split())
+
+
+def _is_sentence(text: str) -> bool:
+    return text[-1:] in ".?!"
+
+
+def parse_ding(lines) -> list[tuple[str, str]]:
+    """Full German-English sentence pairs from Ding lines `de | de ... :: en | en ...`.
+
+    The ` | ` parts of the two sides correspond one to one (a headword, then its forms and
+    examples); lines whose sides have different numbers of parts are skipped, since their
+    alignment is unknown. Editorial marks ({f}, [Br.]) are dropped; a pair is kept when both
+    sides end in . ? ! and the German one has 4+ words (so "Ist das Ihr Ernst?" -> "Are you
+    serious?" stays, headword phrases go). Exact duplicates are dropped, the first kept.
+    """
+    pairs, seen = [], set()
+    for line in lines:
+        line = line.rstrip("\n")
+        if line.startswith("#") or line.count(" :: ") != 1:
+            continue
+        de, en = line.split(" :: ")
+        de_parts, en_parts = de.split(" | "), en.split(" | ")
+        if len(de_parts) != len(en_parts):
+            continue
+        for d, e in zip(de_parts, en_parts):
+            d, e = _clean(d), _clean(e)
+            keep = len(d.split()) >= 4 and _is_sentence(d) and _is_sentence(e)
+            if keep and (d, e) not in seen:
+                seen.add((d, e))
+                pairs.append((d, e))
+    return pairs
+
+
+def load_ding(path: Path = DING_PATH, n_valid: int = 1000, n_test: int = 1000):
+    """{train, valid, test}: lists of (de, en), a fixed shuffle of the deduplicated pairs."""
+    path = Path(path)
+    if not path.exists():
+        raise common.DataNotFound(
+            f"German-English dictionary not found at {path}. Install Debian's Ding dictionary: "
+            "`apt-get install trans-de-en` (as root; `make setup` does it)."
+        )
+    with open(path, encoding="utf-8") as f:
+        pairs = parse_ding(f)
+    random.Random(DING_SPLIT_SEED).shuffle(pairs)
+    return {"valid": pairs[:n_valid], "test": pairs[n_valid : n_valid + n_test],
+            "train": pairs[n_valid + n_test :]}
+
+
+# ---------------------------------------------------------------- other sources
+
+
+def synthetic(n_train: int, n_valid: int, n_test: int, max_digits: int = 8):
+    """Smoke data, labelled as such: a random digit string and the same digits reversed."""
+    rng = random.Random(1234)
+
+    def pair():
+        digits = [str(rng.randrange(10)) for _ in range(rng.randint(2, max_digits))]
+        return " ".join(digits), " ".join(reversed(digits))
+
+    pairs = [pair() for _ in range(n_train + n_valid + n_test)]
+    return {"train": pairs[:n_train], "valid": pairs[n_train : n_train + n_valid],
+            "test": pairs[n_train + n_valid :]}
+
+
+def load_folder(data_dir) -> dict:
+    """DIR/{train,valid,test}.{src,tgt}: plain UTF-8 text, one sentence per line, line i of .src
+    translating line i of .tgt (e.g. WMT14 en-de or IWSLT14 de-en, detokenized)."""
+    root = Path(data_dir) if data_dir else None
+    splits = {}
+    for split in ("train", "valid", "test"):
+        files = [root / f"{split}.{side}" if root else None for side in ("src", "tgt")]
+        for f in files:
+            if f is None or not f.is_file():
+                raise common.DataNotFound(
+                    f"parallel text not found: {f or 'task.data_dir=null'}. Give task.data_dir=DIR "
+                    "holding train/valid/test .src and .tgt files, one detokenized sentence per "
+                    "line (e.g. WMT14 en-de from https://www.statmt.org/wmt14/translation-task.html"
+                    " with newstest2013 as valid and newstest2014 as test)."
+                )
+        src, tgt = (f.read_text(encoding="utf-8").splitlines() for f in files)
+        if len(src) != len(tgt):
+            raise ValueError(f"{files[0]} has {len(src)} lines but {files[1]} has {len(tgt)}")
+        splits[split] = list(zip(src, tgt))
+    return splits
+
+
+# ---------------------------------------------------------------- the joint BPE
+
+
+def train_bpe(pairs, vocab_size: int, cache_dir):
+    """A joint source+target byte-pair encoding (HF tokenizers), trained on the training pairs
+    and cached in cache_dir under a hash of (text, vocab size): a resumed or repeated run loads
+    the same one. Metaspace pre-tokenization (SentencePiece-style '▁' word marks) makes decoding
+    give back the detokenized text SacreBLEU wants."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    h = hashlib.sha256(f"{vocab_size}\n".encode())
+    for s, t in pairs:
+        h.update(f"{s}\t{t}\n".encode())
+    path = Path(cache_dir) / f"bpe-{vocab_size}-{h.hexdigest()[:16]}.json"
+    if path.exists():
+        return Tokenizer.from_file(str(path))
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
+                                  show_progress=False)
+    tok.train_from_iterator((s for pair in pairs for s in pair), trainer=trainer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tok.save(str(tmp))
+    tmp.replace(path)  # concurrent runs sharing a cache never read a torn file
+    return tok
+
+
+def encode(tok, pairs, max_len: int | None = None):
+    """(source ids + EOS, target ids) per pair, truncated to max_len tokens per side."""
+    src = tok.encode_batch([s for s, _ in pairs])
+    tgt = tok.encode_batch([t for _, t in pairs])
+    cut = max_len or 10**9
+    return [(a.ids[: cut - 1] + [EOS], b.ids[: cut - 1]) for a, b in zip(src, tgt)]
+
+
+# ---------------------------------------------------------------- batching
+
+
+def token_batches(lengths, max_tokens: int) -> list[list[int]]:
+    """Index batches of similar-length pairs, each at most max_tokens padded tokens
+    (sentences x longest side + 1 for BOS/EOS, fairseq's rule), from a length sort (ties: index).
+    Fixed for a data set; the runner shuffles their order per epoch."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    batches, cur, longest = [], [], 0
+    for i in order:
+        size = lengths[i]
+        if cur and max(longest, size) * (len(cur) + 1) > max_tokens:
+            batches.append(cur)
+            cur, longest = [], 0
+        cur.append(i)
+        longest = max(longest, size)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def pair_lengths(encoded) -> list[int]:
+    """The padded length a pair needs: its longer side (the target gets BOS/EOS, +1)."""
+    return [max(len(s), len(t) + 1) for s, t in encoded]
+
+
+def pad_batch(seqs, device) -> torch.Tensor:
+    """Lists of ids -> a (batch, longest) tensor, right-padded with PAD."""
+    tensors = [torch.tensor(s, dtype=torch.long) for s in seqs]
+    return torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True,
+                                           padding_value=PAD).to(device)
+
+
+def collate(encoded, idx, device):
+    """Padded (src, tgt_in, tgt_out) tensors: tgt_in = BOS + target, tgt_out = target + EOS."""
+    tgt = [encoded[i][1] for i in idx]
+    return (pad_batch([encoded[i][0] for i in idx], device),
+            pad_batch([[BOS] + t for t in tgt], device),
+            pad_batch([t + [EOS] for t in tgt], device))
