@@ -5,13 +5,14 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.setup-done
 # Debian packages the runners and tests use (installed by `make setup` when run as root).
-APT_PACKAGES := trans-de-en
+# slurm-wlm and munge: the local Slurm cluster of the `slurm` tests.
+APT_PACKAGES := trans-de-en slurm-wlm munge
 TORCHREC := fbgemm-gpu-cpu==1.9.0 torchrec==1.9.2
 TASK ?= swin
 OPTIM ?= solo_4_2bit
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-all tables figures bench lint clean
+.PHONY: help setup run test test-fast test-cluster test-all submit sweep-status tables figures bench lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,11 +40,27 @@ $(STAMP): pyproject.toml Makefile scripts/get_movielens.sh scripts/get_mmlu.sh
 run: setup ## the main job: small-scale Swin on embedded MNIST digits (TASK=, OPTIM= to change)
 	$(PY) run.py task=$(TASK) optim=$(OPTIM)
 
-test: setup ## the default test suite (fast, CPU)
+test: test-fast test-cluster ## what CI runs: the fast suite, then the scale-out tests
+
+test-fast: setup ## the default test suite (fast, CPU)
 	$(PY) -m pytest -q
+
+test-cluster: setup ## multi-process tests, and (as root) a real local Slurm cluster
+	@if [ "$$(id -u)" = 0 ]; then \
+	  $(PY) -m pytest -q -m "slurm or distributed"; \
+	else \
+	  echo "NOTE: not root: running only the distributed tests (the slurm tests start slurmd, which needs root)"; \
+	  $(PY) -m pytest -q -m distributed; \
+	fi
 
 test-all: setup ## every test, slow/slurm/distributed included (gpu ones skip without a GPU)
 	$(PY) -m pytest -q -m "not gpu"
+
+submit: setup ## submit a sweep to Slurm: make submit SWEEP=table1 [SCALE=small] [ARGS=--dry-run]
+	$(PY) scripts/submit.py $(SWEEP) $(if $(SCALE),--scale $(SCALE)) $(ARGS)
+
+sweep-status: setup ## done / running / failed per cell: make sweep-status SWEEP=table1
+	$(PY) scripts/submit.py $(SWEEP) $(if $(SCALE),--scale $(SCALE)) --status
 
 tables: setup ## regenerate results/tables/ from the run records
 	$(PY) scripts/make_tables.py

@@ -213,12 +213,32 @@ def build_optimizer(cfg: DictConfig, params, *, lr, betas, eps, weight_decay):
     from hydra.utils import instantiate
 
     betas = tuple(betas)
+    if cfg.get("beta1") is not None:
+        betas = (float(cfg.beta1), betas[1])
     if betas[0] is None and not str(cfg.optim._target_).startswith("solo.presets."):
         betas = (0.9, betas[1])
     return instantiate(cfg.optim)(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
 
-def make_record(cfg: DictConfig, metrics: dict, memory: dict, time_: dict, wandb_path=None):
+def replica_spread(model: torch.nn.Module, world: int, device: torch.device) -> float | None:
+    """Largest difference between ranks of per-tensor (sum, sum of squares) in float64: 0.0
+    when the data-parallel replicas are identical. None for a single process."""
+    if world <= 1:
+        return None
+    stats = torch.stack([torch.stack([p.detach().double().sum(), p.detach().double().pow(2).sum()])
+                         for p in model.parameters()]).to(device)
+    gathered = [torch.empty_like(stats) for _ in range(world)]
+    torch.distributed.all_gather(gathered, stats)
+    return max(float((g - gathered[0]).abs().max()) for g in gathered)
+
+
+def make_record(cfg: DictConfig, metrics: dict, memory: dict, time_: dict, wandb_path=None,
+                replica_diff: float | None = None):
+    """The run's record (schema in the README). ``replica_diff``: see :func:`replica_spread`."""
+    prov = provenance(wandb_path)
+    prov["world_size"] = int(os.environ.get("WORLD_SIZE", "1"))
+    if replica_diff is not None:
+        prov["replica_max_diff"] = replica_diff
     return {
         "task": cfg.task.name,
         "optim": cfg.optim_name,
@@ -228,7 +248,7 @@ def make_record(cfg: DictConfig, metrics: dict, memory: dict, time_: dict, wandb
         "metrics": metrics,
         "memory": memory,
         "time": time_,
-        "provenance": provenance(wandb_path),
+        "provenance": prov,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
 
@@ -314,6 +334,52 @@ def install_stop_signals() -> tuple[dict, callable]:
             signal.signal(sig, h)
 
     return flag, restore
+
+
+def stop_requested(stop: dict, step: int, cfg: DictConfig, world: int,
+                   device: torch.device) -> bool:
+    """True when a stop signal reached any rank, or at the drill step ``cfg.stop_at_step``.
+
+    With several ranks the flag is all-reduced every step: a rank that stopped alone would
+    leave the others waiting in the next collective.
+    """
+    if world > 1:
+        flag = torch.tensor([stop["signal"] or 0], device=device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        stop["signal"] = int(flag.item()) or None
+    return stop["signal"] is not None or step == cfg.stop_at_step
+
+
+def finish_stopped(stop: dict, step: int, total: int, path: Path, bar, logger) -> None:
+    """After the stop checkpoint: close the bar and W&B, and on a signal exit non-zero.
+
+    On SIGUSR2 (Slurm's time-limit warning, ``sbatch --signal=B:USR2@<s>``) a Slurm job also
+    requeues itself; a requeued job reruns the same command and resumes from ``path``. On
+    SIGTERM it only exits: a preempting or ``scontrol requeue`` Slurm requeues the job itself,
+    and a plain ``scancel`` means stop.
+    """
+    bar.close()
+    logger.finish(exit_code=0)
+    log.info("stopped at step %d/%d (checkpoint %s); rerun the same command to resume",
+             step, total, path)
+    if stop["signal"] is None:
+        return
+    if stop["signal"] == signal.SIGUSR2:
+        requeue_slurm_job()
+    raise SystemExit(128 + stop["signal"])
+
+
+def requeue_slurm_job() -> bool:
+    """``scontrol requeue`` this Slurm job (array tasks have their own SLURM_JOB_ID)."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job or int(os.environ.get("RANK", "0")) != 0:
+        return False
+    done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    if done.returncode:
+        log.warning("scontrol requeue %s failed: %s", job, done.stderr.strip())
+        return False
+    log.info("requeued Slurm job %s", job)
+    return True
 
 
 # ---------------------------------------------------------------- progress and W&B

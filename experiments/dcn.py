@@ -219,25 +219,19 @@ def run(cfg: DictConfig) -> dict | None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{samples / train_s:.0f}")
                 if step % hp.eval_every == 0 or step == total:
-                    metrics = evaluate(model, val, hp.eval_batch_size, device, world, rank)
+                    metrics = evaluate(raw, val, hp.eval_batch_size, device, world, rank)
                     logger.log({f"val/{k}": v for k, v in metrics.items()}, step=step)
                     log.info("step %d/%d epoch %d loss %.4f val auc %.2f logloss %.5f", step,
                              total, epoch, loss_value, metrics["auc"], metrics["logloss"])
                 if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < total:
                     checkpoint()
-                if stop["signal"] is not None or step == cfg.stop_at_step:
-                    path = checkpoint()
-                    bar.close()
-                    logger.finish(exit_code=0)
-                    log.info("stopped at step %d/%d (checkpoint %s); rerun the same command "
-                             "to resume", step, total, path)
-                    if stop["signal"] is not None:
-                        raise SystemExit(128 + stop["signal"])
+                if common.stop_requested(stop, step, cfg, world, device):
+                    common.finish_stopped(stop, step, total, checkpoint(), bar, logger)
                     return None
         bar.close()
         # The reported numbers: the test split, after the last step (no early stopping).
-        val_metrics = evaluate(model, val, hp.eval_batch_size, device, world, rank)
-        metrics = {**evaluate(model, test, hp.eval_batch_size, device, world, rank),
+        val_metrics = evaluate(raw, val, hp.eval_batch_size, device, world, rank)
+        metrics = {**evaluate(raw, test, hp.eval_batch_size, device, world, rank),
                    **{f"val_{k}": v for k, v in val_metrics.items()}}
         logger.log({f"test/{k}": v for k, v in metrics.items() if not k.startswith("val_")},
                    step=step)
@@ -262,6 +256,7 @@ def run(cfg: DictConfig) -> dict | None:
                "throughput": samples / train_s if train_s else None,
                "throughput_unit": "samples/s", "steps": total},
         wandb_path=logger.path,
+        replica_diff=common.replica_spread(raw, world, device),
     )
     if rank == 0:
         path = common.record_path(cfg)

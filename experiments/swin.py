@@ -103,8 +103,9 @@ def tensor_data(cfg, hp, device, rank, world):
             yield x.to(device), ytr[idx].to(device)
 
     def eval_batches():
-        for i in range(rank * 500, len(xte), 500 * world):
-            yield ((xte[i : i + 500] - mean) / std).to(device), yte[i : i + 500].to(device)
+        shard = torch.arange(rank, len(xte), world)  # every rank gets rows, however few
+        for idx in shard.split(500):
+            yield ((xte[idx] - mean) / std).to(device), yte[idx].to(device)
 
     return steps_per_epoch, train_iter, eval_batches, None
 
@@ -156,7 +157,9 @@ def folder_data(cfg, hp, device, rank, world):
 
 
 @torch.no_grad()
-def evaluate(model, eval_batches, amp, world) -> dict:
+def evaluate(model, eval_batches, amp, world, device) -> dict:
+    """top-1/top-5 (percent) over every rank's shard; ``model`` is the unwrapped module (a DDP
+    forward would sync buffers, and ranks may hold different numbers of batches)."""
     model.eval()
     counts = torch.zeros(3, dtype=torch.float64)
     for x, y in eval_batches():
@@ -165,7 +168,7 @@ def evaluate(model, eval_batches, amp, world) -> dict:
         hit = top5 == y[:, None]
         counts += torch.tensor([hit[:, 0].sum().item(), hit.any(1).sum().item(), len(y)])
     if world > 1:
-        counts = counts.to(x.device)
+        counts = counts.to(device)
         torch.distributed.all_reduce(counts)
     model.train()
     return {"top1": 100 * counts[0].item() / counts[2].item(),
@@ -275,24 +278,18 @@ def run(cfg: DictConfig) -> dict | None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{images / train_s:.0f}")
                 if step % hp.eval_every == 0 or step == total:
-                    metrics = evaluate(model, eval_batches, amp, world)
+                    metrics = evaluate(raw, eval_batches, amp, world, device)
                     logger.log({f"eval/{k}": v for k, v in metrics.items()}, step=step)
                     log.info("step %d/%d epoch %d loss %.4f top1 %.2f top5 %.2f", step, total,
                              epoch, loss_value, metrics["top1"], metrics["top5"])
                 if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < total:
                     checkpoint()
-                if stop["signal"] is not None or step == cfg.stop_at_step:
-                    path = checkpoint()
-                    bar.close()
-                    logger.finish(exit_code=0)
-                    log.info("stopped at step %d/%d (checkpoint %s); rerun the same command "
-                             "to resume", step, total, path)
-                    if stop["signal"] is not None:
-                        raise SystemExit(128 + stop["signal"])
+                if common.stop_requested(stop, step, cfg, world, device):
+                    common.finish_stopped(stop, step, total, checkpoint(), bar, logger)
                     return None
         bar.close()
         if not metrics:  # resumed a finished run: evaluate again for the record
-            metrics = evaluate(model, eval_batches, amp, world)
+            metrics = evaluate(raw, eval_batches, amp, world, device)
         checkpoint()
     except BaseException:
         bar.close()
@@ -314,6 +311,7 @@ def run(cfg: DictConfig) -> dict | None:
                "throughput": images / train_s if train_s else None,
                "throughput_unit": "images/s", "steps": total},
         wandb_path=logger.path,
+        replica_diff=common.replica_spread(raw, world, device),
     )
     if rank == 0:
         path = common.record_path(cfg)

@@ -203,14 +203,8 @@ def run(cfg: DictConfig) -> dict | None:
                              metrics["valid_ppl"])
                 if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < total:
                     checkpoint()
-                if stop["signal"] is not None or step == cfg.stop_at_step:
-                    path = checkpoint()
-                    bar.close()
-                    logger.finish(exit_code=0)
-                    log.info("stopped at step %d/%d (checkpoint %s); rerun the same command "
-                             "to resume", step, total, path)
-                    if stop["signal"] is not None:
-                        raise SystemExit(128 + stop["signal"])
+                if common.stop_requested(stop, step, cfg, world, device):
+                    common.finish_stopped(stop, step, total, checkpoint(), bar, logger)
                     return None
         bar.close()
         if not metrics:  # resumed a finished run: evaluate again for the record

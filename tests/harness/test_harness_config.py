@@ -92,3 +92,15 @@ def test_optimizer_configs_hold_only_the_identity():
 def test_records_dir_defaults_to_results_runs(monkeypatch):
     monkeypatch.delenv("SOLO_RECORDS_DIR", raising=False)
     assert Path(compose().records_dir) == Path("results/runs")
+
+
+@pytest.mark.parametrize("optim, default", [("solo_2bit", 0.525), ("adamw4bit", 0.9)])
+def test_beta1_override_replaces_the_default_beta1(optim, default):
+    from experiments import common
+
+    params = [torch.nn.Parameter(torch.zeros(4))]
+    for extra, beta1 in [([], default), (["beta1=0.6"], 0.6)]:
+        cfg = compose([f"optim={optim}", *extra])
+        opt = common.build_optimizer(cfg, params, lr=1e-3, betas=[None, 0.999], eps=1e-8,
+                                     weight_decay=0.0)
+        assert opt.param_groups[0]["betas"][0] == pytest.approx(beta1, abs=1e-3)

@@ -1,0 +1,63 @@
+"""Data-parallel runs: torchrun --nproc_per_node=2 with DDP over gloo on CPU (marker
+`distributed`). Replicas must stay identical and only rank 0 writes records, checkpoints and
+W&B."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.distributed, pytest.mark.timeout(600)]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def torchrun(tmp_path, *overrides, name="run"):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true",
+           "SOLO_RECORDS_DIR": str(tmp_path / f"{name}_records"), "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(ROOT / "run.py"), "scale=smoke", f"hydra.run.dir={tmp_path / name}", *overrides]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, timeout=500)
+    return out, tmp_path / name, sorted((tmp_path / f"{name}_records").rglob("*.json"))
+
+
+@pytest.mark.parametrize("task", ["swin", "dcn"])
+def test_two_ranks_keep_identical_replicas_and_rank0_writes(tmp_path, task):
+    out, run_dir, records = torchrun(tmp_path, f"task={task}", "optim=solo_4_2bit",
+                                     "logger=wandb")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert len(records) == 1
+    rec = json.loads(records[0].read_text())
+    assert rec["provenance"]["world_size"] == 2
+    assert rec["provenance"]["replica_max_diff"] == 0.0
+    assert [p.name for p in run_dir.glob("*.pt")] == ["ckpt.pt"]
+    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
+
+
+def test_two_ranks_stop_and_resume_match_a_straight_run(tmp_path):
+    common = ["task=swin", "optim=solo_4_2bit", "logger=none"]
+    out, _, recs = torchrun(tmp_path, *common, "stop_at_step=4", name="split")
+    assert out.returncode == 0 and not recs, out.stderr[-3000:]
+    out, _, recs = torchrun(tmp_path, *common, name="split")
+    assert out.returncode == 0 and "resumed from" in out.stdout + out.stderr, out.stderr[-3000:]
+    out, _, straight = torchrun(tmp_path, *common, name="straight")
+    assert out.returncode == 0, out.stderr[-3000:]
+    split, full = (json.loads(r[0].read_text()) for r in (recs, straight))
+    assert split["metrics"] == full["metrics"]
+
+
+def test_hydra_submitit_local_launcher_runs_a_multirun(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SOLO_RECORDS_DIR": str(tmp_path / "records"),
+           "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "-m", "hydra/launcher=local", "task=swin",
+         "scale=smoke", "optim=adamw32,solo_4_2bit", "logger=none",
+         f"hydra.sweep.dir={tmp_path / 'multirun'}"],
+        env=env, capture_output=True, text=True, cwd=ROOT, timeout=500)
+    assert out.returncode == 0, out.stderr[-3000:]
+    records = sorted(p.relative_to(tmp_path / "records").as_posix()
+                     for p in (tmp_path / "records").rglob("*.json"))
+    assert records == ["smoke/swin/adamw32/seed0.json", "smoke/swin/solo_4_2bit/seed0.json"]

@@ -1,0 +1,138 @@
+"""Sweeps through a real Slurm cluster started on this machine (see local_slurm.py).
+
+Run with `pytest -m slurm` (root, Debian packages slurm-wlm and munge; `make test` does it).
+"""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slurm, pytest.mark.timeout(900)]
+
+ROOT = Path(__file__).resolve().parents[2]
+SUBMIT = [sys.executable, str(ROOT / "scripts" / "submit.py")]
+
+
+def sh(cmd, env, check=True):
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    if check and out.returncode:
+        raise AssertionError(f"{cmd} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    return out
+
+
+def wait_for(cond, timeout, what, poll=1.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = cond()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def queue(env) -> str:
+    return sh(["squeue", "-h", "-o", "%i %T"], env).stdout.strip()
+
+
+def status(sweep, env) -> dict[str, str]:
+    """cell -> state, from `submit.py --status` (the user's view)."""
+    lines = sh([*SUBMIT, str(sweep), "--status"], env).stdout.strip().splitlines()[:-1]
+    return {line[15:].split("  log:")[0].strip(): line[:15].strip() for line in lines}
+
+
+def write_sweep(path: Path, **fields) -> Path:
+    import yaml
+
+    base = {"scale": "smoke", "seeds": [0], "fixed": ["logger=none"],
+            "resources": {"smoke": {"default": {"cpus": 1, "mem": "1G", "time": "00:10:00",
+                                                "warn": 30}}}}
+    path.write_text(yaml.safe_dump({**base, **fields}))
+    return path
+
+
+def test_smoke_sweep_as_arrays_writes_every_record(cluster_env, tmp_path):
+    sweep = ROOT / "scripts" / "sweeps" / "smoke.yaml"
+    out = sh([*SUBMIT, str(sweep)], cluster_env).stdout
+    assert "4 to submit" in out and out.count("array job") == 2  # one array per task
+    wait_for(lambda: not queue(cluster_env), 600, "the arrays to finish", poll=2)
+
+    states = status(sweep, cluster_env)
+    assert states and set(states.values()) == {"done"}, states
+    records = sorted((tmp_path / "records" / "smoke").rglob("seed0.json"))
+    assert len(records) == 4
+    for path in records:
+        rec = json.loads(path.read_text())
+        assert rec["provenance"]["slurm_job_id"] and rec["provenance"]["slurm_array_task_id"]
+        run_dir = tmp_path / "outputs" / rec["task"] / rec["optim"] / "smoke" / "seed0"
+        assert list(run_dir.glob("slurm-*_*.log")), "the task's log lands beside its run"
+        assert (run_dir / "slurm.exit").read_text().strip() == "0"
+
+    again = sh([*SUBMIT, str(sweep)], cluster_env).stdout  # idempotent: nothing left to do
+    assert "0 to submit" in again and "array job" not in again
+
+
+def test_failing_task_is_reported_failed_while_others_finish(cluster_env, tmp_path):
+    sweep = write_sweep(tmp_path / "mixed.yaml", tasks=["swin"], optims=["solo_4_2bit"],
+                        overrides=[[], ["+optim.bits=[5,2]"]])  # 5 bits: a ValueError
+    sh([*SUBMIT, str(sweep)], cluster_env)
+    wait_for(lambda: not queue(cluster_env), 600, "the array to finish", poll=2)
+
+    lines = sh([*SUBMIT, str(sweep), "--status"], cluster_env).stdout.splitlines()
+    failed = [line for line in lines[:-1] if line.startswith("failed")]
+    done = [line for line in lines[:-1] if line.startswith("done")]
+    assert len(done) == 1 and len(failed) == 1, lines
+    log = Path(failed[0].split("log: ")[1])
+    assert log.exists() and "Invalid bits" in log.read_text()
+    assert lines[-1] == "2 cells: 1 done, 1 failed"
+
+
+def _resume_now(job, env):
+    """A requeued job waits ~2 minutes (BeginTime); start it now to keep the test short."""
+    wait_for(lambda: "PENDING" in queue(env), 120, f"job {job} back in the queue", poll=0.5)
+    sh(["scontrol", "update", f"JobId={job}", "BeginTime=now"], env, check=False)
+
+
+def test_requeued_task_resumes_and_matches_an_uninterrupted_run(cluster_env, tmp_path):
+    fixed = ["logger=none", "task.scales.smoke.epochs=60", "ckpt_every=10"]
+    sweep = write_sweep(tmp_path / "long.yaml", tasks=["swin"], optims=["solo_4_2bit"],
+                        fixed=fixed)
+    out = sh([*SUBMIT, str(sweep)], cluster_env).stdout
+    job = out.split("array job ")[1].split()[0]
+    run_dir = next(iter(wait_for(
+        lambda: list((tmp_path / "outputs").glob("swin/solo_4_2bit/smoke/seed0/*")),
+        300, "the run directory")))
+
+    def log() -> str:
+        return "".join(p.read_text() for p in run_dir.glob("slurm-*.log"))
+
+    # 1. Slurm requeues the task (as on preemption): SIGTERM, checkpoint, exit, restart.
+    wait_for(lambda: "step 40/" in log(), 300, "training progress")
+    sh(["scontrol", "requeue", job], cluster_env)
+    _resume_now(job, cluster_env)
+    wait_for(lambda: "resumed from" in log(), 300, "the first resume")
+
+    # 2. Slurm's time-limit warning (USR2 to the batch shell): the run requeues itself.
+    resumed_at = int(log().split("resumed from")[1].split("at step ")[1].split("/")[0])
+    assert resumed_at >= 40
+    target = (resumed_at // 4 + 5) * 4  # eval lines come every 4 steps
+    wait_for(lambda: f"step {target}/" in log(), 300, "progress after the first resume")
+    sh(["scancel", "--signal=USR2", "--batch", job], cluster_env)
+    wait_for(lambda: "requeued Slurm job" in log(), 120, "the self-requeue")
+    _resume_now(job, cluster_env)
+    wait_for(lambda: not queue(cluster_env), 600, "the task to finish", poll=2)
+
+    text = log()
+    assert text.count("resumed from") == 2 and "restart 2" in text, text[-3000:]
+    record = json.loads(next((tmp_path / "records").rglob("seed0.json")).read_text())
+
+    # The same cell straight through, outside Slurm.
+    env = {**cluster_env, "SOLO_RECORDS_DIR": str(tmp_path / "straight"),
+           "SOLO_OUTPUTS_DIR": str(tmp_path / "straight_out")}
+    sh([sys.executable, str(ROOT / "run.py"), "task=swin", "optim=solo_4_2bit", "scale=smoke",
+        *fixed], env)
+    straight = json.loads(next((tmp_path / "straight").rglob("seed0.json")).read_text())
+    assert record["metrics"] == straight["metrics"]

@@ -1,0 +1,64 @@
+"""Sweep files expand into run.py cells (no Slurm needed); adding a YAML adds its test."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+from harness_utils import ROOT
+
+SWEEPS = sorted((ROOT / "scripts" / "sweeps").glob("*.yaml"))
+
+
+def load_submit():
+    spec = importlib.util.spec_from_file_location("submit", ROOT / "scripts" / "submit.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
+def test_sweep_names_and_overrides_compose(path):
+    submit = load_submit()
+    sweep = submit.load_sweep(str(path))
+    for optim in sweep["optims"]:
+        assert (ROOT / "conf" / "optim" / f"{optim}.yaml").exists(), optim
+    for task in sweep["tasks"]:  # every scale the sweep names has resources for every task
+        for sc in sweep["resources"]:
+            assert submit.sbatch_lines(submit.resources(sweep, sc, task))
+    # Composing is ~0.1 s a cell: every task and override list, one optimizer and seed.
+    grid = {**sweep, "optims": sweep["optims"][-1:], "seeds": sweep["seeds"][:1]}
+    cells = submit.cells(grid, sweep.get("scale", "small"))
+    assert len(cells) == len(sweep["tasks"]) * len(sweep.get("overrides") or [[]])
+    assert len({c["record"] for c in cells}) == len(cells), "two cells would share a record"
+    assert len({c["run_dir"] for c in cells}) == len(cells), "two cells would share a run dir"
+
+
+def test_dry_run_prints_manifest_and_array_script(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SOLO_RECORDS_DIR", str(tmp_path / "records"))
+    load_submit().main(["smoke", "--dry-run"])
+    out = capsys.readouterr().out
+    assert "#SBATCH --array=1-2%2" in out and "--signal=B:USR2@30" in out
+    assert out.count("run.py task=swin") == 2 and out.count("run.py task=dcn") == 2
+
+
+def test_cells_with_records_are_skipped(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SOLO_RECORDS_DIR", str(tmp_path / "records"))
+    monkeypatch.setenv("SOLO_OUTPUTS_DIR", str(tmp_path / "outputs"))
+    submit = load_submit()
+    sweep = submit.load_sweep("smoke")
+    first = submit.cells(sweep, "smoke")[0]
+    assert Path(first["record"]).is_relative_to(tmp_path)
+    Path(first["record"]).parent.mkdir(parents=True)
+    Path(first["record"]).write_text("{}")
+    submit.main(["smoke", "--dry-run"])
+    out = capsys.readouterr().out
+    assert "4 cells, 1 done or queued, 3 to submit" in out
+    assert first["cmd"] not in out
+    submit.main(["smoke", "--status"])
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "4 cells: 1 done, 3 not submitted"
+
+
+def test_unknown_sweep_names_the_available_ones():
+    submit = load_submit()
+    with pytest.raises(SystemExit, match="available: .*table1"):
+        submit.load_sweep("tabel1")
