@@ -6,13 +6,14 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.setup-done
 # Debian packages the runners and tests use (installed by `make setup` when run as root).
 # slurm-wlm and munge: the local Slurm cluster of the `slurm` tests.
-APT_PACKAGES := trans-de-en slurm-wlm munge
+# g++: builds the fused CPU optimizer step (solo/csrc) on first use.
+APT_PACKAGES := trans-de-en slurm-wlm munge g++
 TORCHREC := fbgemm-gpu-cpu==1.9.0 torchrec==1.9.2
 TASK ?= swin
 OPTIM ?= solo_4_2bit
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-fast test-cluster test-all submit sweep-status tables figures bench lint clean
+.PHONY: help setup run test test-fast test-cluster test-all submit sweep-status tables figures bench bench-cpu lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -68,8 +69,10 @@ tables: setup ## regenerate results/tables/ from the run records
 figures: setup ## regenerate results/figures/
 	$(PY) scripts/make_figures.py
 
-bench: setup ## optimizer step-time benchmark on this machine
-	$(PY) scripts/bench.py
+bench: bench-cpu ## optimizer step-time benchmark on this machine
+
+bench-cpu: setup ## step time of every optimizer at ~10M and ~100M parameters -> results/bench/cpu.*
+	$(PY) scripts/bench.py --params 10e6 100e6
 
 lint: setup ## ruff
 	$(PY) -m ruff check .

@@ -2,7 +2,8 @@
 
 - signal_swamping: the case study of method.md section 5 (solo.analysis), with the
   thresholds of its Corollary and a table of measured vs theoretical thresholds;
-- momentum_table: beta' of solo.momentum.adjusted_beta beside the paper's printed table.
+- momentum_table: beta' of solo.momentum.adjusted_beta beside the paper's printed table;
+- state_distribution, loss_curves, ablations: from real small runs (scripts/figures_runs.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import figures_runs  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
@@ -94,14 +96,20 @@ def momentum_table(out: Path) -> None:
     plt.close(fig)
 
 
+FIGURES = {"signal_swamping": signal_swamping, "momentum_table": momentum_table,
+           "state_distribution": figures_runs.state_distribution,
+           "loss_curves": figures_runs.loss_curves, "ablations": figures_runs.ablations}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="results/figures")
+    ap.add_argument("--only", nargs="*", choices=sorted(FIGURES), help="default: all")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    signal_swamping(out)
-    momentum_table(out)
+    for name in args.only or FIGURES:
+        FIGURES[name](out)
     print(f"wrote {sorted(p.name for p in out.iterdir())}")
 
 

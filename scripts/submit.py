@@ -3,13 +3,14 @@
     python scripts/submit.py table1 --scale small --dry-run   # print manifests and sbatch scripts
     python scripts/submit.py table1 --scale small             # submit (one array per task)
     python scripts/submit.py table1 --scale small --status    # done / running / failed per cell
+    python scripts/submit.py table1 --scale small --local 2   # no Slurm: run here, 2 at a time
 
 A sweep lists tasks x optims x seeds x overrides and sbatch resources per scale and task. Every
 cell is composed with Hydra exactly as ``run.py`` would, so its run directory and record path
 are the ones a local run uses. Cells whose record exists, or that are queued or running from an
 earlier submission, are skipped: resubmitting is idempotent. Each array task runs one manifest
 line with ``resume=auto``; its log lands beside the run (``<run_dir>/slurm-<job>_<task>.log``),
-with its exit code in ``<run_dir>/slurm.exit``. Preemption: the script asks Slurm for
+with its exit code in ``<run_dir>/exit_code``. Preemption: the script asks Slurm for
 ``--signal=B:USR2@<warn>`` and ``--requeue``; the batch shell forwards USR2/TERM to the run,
 which checkpoints (and on USR2 requeues itself); the requeued task resumes.
 """
@@ -44,7 +45,7 @@ set -u
 cd {root}
 IFS=$'\\t' read -r run_dir record cmd < <(sed -n "${{SLURM_ARRAY_TASK_ID}}p" {manifest})
 mkdir -p "$run_dir"
-rm -f "$run_dir/slurm.exit"
+rm -f "$run_dir/exit_code"
 log="$run_dir/slurm-${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}.log"
 echo "[$(date -Is)] job $SLURM_JOB_ID start (restart ${{SLURM_RESTART_COUNT:-0}}) on $(hostname): $cmd" >> "$log"
 export PYTHONUNBUFFERED=1
@@ -56,7 +57,7 @@ trap 'kill -TERM $child 2>/dev/null' TERM
 wait $child; rc=$?
 while kill -0 $child 2>/dev/null; do wait $child; rc=$?; done
 echo "[$(date -Is)] job $SLURM_JOB_ID exit $rc" >> "$log"
-echo $rc > "$run_dir/slurm.exit"
+echo $rc > "$run_dir/exit_code"
 exit $rc
 """
 
@@ -105,8 +106,10 @@ def cells(sweep: dict, scale: str) -> list[dict]:
     """Every (task, optim, seed, overrides) of the sweep, with its command and paths."""
     grid = list(itertools.product(sweep["tasks"], sweep["optims"], sweep["seeds"],
                                   sweep.get("overrides") or [[]]))
+    per_task = sweep.get("fixed_per_task") or {}
     overrides = [[f"task={task}", f"optim={optim}", f"scale={scale}", f"seed={seed}", *extra,
-                  *sweep.get("fixed", [])] for task, optim, seed, extra in grid]
+                  *sweep.get("fixed", []), *per_task.get(task, [])]
+                 for task, optim, seed, extra in grid]
     out = []
     for (task, optim, seed, extra), ov, (run_dir, record) in zip(grid, overrides,
                                                                   compose_cells(overrides)):
@@ -167,7 +170,7 @@ def status(sweep: dict, scale: str) -> list[dict]:
     active = queued(sdir)
     rows = []
     for c in cells(sweep, scale):
-        exit_file = c["run_dir"] / "slurm.exit"
+        exit_file = c["run_dir"] / "exit_code"
         logs = sorted(c["run_dir"].glob("slurm-*.log"), key=lambda p: p.stat().st_mtime)
         if c["record"].exists():
             state = "done"
@@ -225,6 +228,30 @@ def submit(sweep: dict, scale: str, *, dry_run: bool, parallel: int | None) -> l
     return job_ids
 
 
+def run_local(sweep: dict, scale: str, jobs: int) -> int:
+    """Run the missing cells on this machine, ``jobs`` at a time (no Slurm); returns failures."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    todo = [r for r in status(sweep, scale) if r["state"] in ("not submitted", "failed")]
+    print(f"{sweep['name']} ({scale}): {len(todo)} cells to run here, {jobs} at a time")
+
+    def one(cell):
+        cell["run_dir"].mkdir(parents=True, exist_ok=True)
+        log = cell["run_dir"] / "local.log"
+        with open(log, "a") as f:
+            # one OpenMP thread per run unless told otherwise: small models on shared cores
+            env = {"OMP_NUM_THREADS": "1", **os.environ}
+            rc = subprocess.run(cell["cmd"], shell=True, stdout=f, stderr=subprocess.STDOUT,
+                                cwd=ROOT, env=env).returncode
+        (cell["run_dir"] / "exit_code").write_text(f"{rc}\n")
+        print(f"{'done' if rc == 0 else f'FAILED ({rc})':12s} {cell['task']} {cell['optim']} "
+              f"seed={cell['seed']} {' '.join(cell['overrides'])}  log: {log}", flush=True)
+        return rc
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return sum(rc != 0 for rc in pool.map(one, todo))
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -233,8 +260,16 @@ def main(argv=None) -> None:
     ap.add_argument("--dry-run", action="store_true", help="print, submit nothing")
     ap.add_argument("--status", action="store_true", help="list every cell's state")
     ap.add_argument("--parallel", type=int, help="at most this many array tasks at once")
+    ap.add_argument("--local", type=int, metavar="JOBS", help="no Slurm: run the missing "
+                    "cells on this machine, JOBS at a time")
+    ap.add_argument("--task", action="append", help="only these tasks of the sweep (repeatable)")
     args = ap.parse_args(argv)
     sweep = load_sweep(args.sweep)
+    if args.task:
+        unknown = set(args.task) - set(sweep["tasks"])
+        if unknown:
+            raise SystemExit(f"--task {sorted(unknown)} not in the sweep's tasks {sweep['tasks']}")
+        sweep["tasks"] = [t for t in sweep["tasks"] if t in args.task]
     scale = args.scale or sweep.get("scale", "small")
     if args.status:
         rows = status(sweep, scale)
@@ -245,6 +280,8 @@ def main(argv=None) -> None:
         counts = {s: sum(r["state"] == s for r in rows) for s in sorted({r["state"] for r in rows})}
         print(f"{len(rows)} cells: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
         return
+    if args.local:
+        raise SystemExit(1 if run_local(sweep, scale, args.local) else 0)
     submit(sweep, scale, dry_run=args.dry_run, parallel=args.parallel)
 
 

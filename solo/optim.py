@@ -17,6 +17,7 @@ import math
 
 import torch
 
+from . import fused
 from .codecs import Codec, make_codec
 
 __all__ = ["AdamW", "AdaBelief"]
@@ -39,7 +40,7 @@ class _QuantizedAdam(torch.optim.Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *,
                  bits=(4, 2), quantizers=("de", "log"), block_size=128, quantile=0.1,
-                 min_quantizable_size=0, seed=None):
+                 min_quantizable_size=0, seed=None, fused=None):
         if isinstance(lr, torch.Tensor):
             if lr.numel() != 1:
                 raise ValueError("Tensor lr must be 1-element")
@@ -75,7 +76,10 @@ class _QuantizedAdam(torch.optim.Optimizer):
                         bits=bits, quantizers=quantizers, block_size=block_size,
                         quantile=quantile, min_quantizable_size=min_quantizable_size)
         super().__init__(params, defaults)
+        if fused not in (None, True, False):
+            raise ValueError(f"Invalid fused: {fused!r}; allowed: None (auto), True, False")
         self._seed = seed
+        self._fused = fused
         self._generators: dict[str, torch.Generator] = {}
 
     def add_param_group(self, param_group: dict) -> None:
@@ -166,6 +170,22 @@ class _QuantizedAdam(torch.optim.Optimizer):
         step = state["step"].item()
         gen = self.generator(p.device)
 
+        if self._fused is not False and fused.supports(codec_m, codec_v, p):
+            if fused.extension() is not None:
+                # One 63-bit key per tensor per step from the optimizer's generator: the
+                # kernel's SR draws are a function of (key, element), so resuming is exact.
+                key = (int(torch.randint(0, 2**63 - 1, (1,), generator=gen))
+                       if codec_v.stochastic else 0)
+                fused.step(p, p.grad, codec_m, fm, codec_v, fv, lr=lr, beta1=beta1,
+                           beta2=beta2, eps=eps, weight_decay=wd, bc1=1 - beta1**step,
+                           bc2_sqrt=math.sqrt(1 - beta2**step), belief=self._belief, key=key)
+                return
+            if self._fused:
+                raise RuntimeError(f"fused=True but the fused CPU step is unavailable: "
+                                   f"{fused.unavailable()}")
+        elif self._fused:
+            raise RuntimeError("fused=True but this parameter's state format has no fused "
+                               "kernel (see solo.fused.supports); use fused=None")
         g = p.grad.float()
         m = codec_m.decode(fm, p.shape)
         v = codec_v.decode(fv, p.shape)
@@ -268,6 +288,9 @@ class AdamW(_QuantizedAdam):
     - ``min_quantizable_size``: tensors with fewer elements keep fp32 states.
     - ``seed``: seeds the optimizer's own stochastic-rounding generator (default
       ``torch.initial_seed()``); the global RNG is never used.
+    - ``fused``: ``None`` (default) uses the fused C++ CPU step (:mod:`solo.fused`) where it
+      supports the state format and falls back to the eager reference elsewhere; ``False``
+      always runs the reference; ``True`` raises where the fused step cannot run.
 
     With both quantizers ``none`` it computes exactly what ``torch.optim.AdamW`` computes.
     """

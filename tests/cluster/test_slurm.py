@@ -69,7 +69,7 @@ def test_smoke_sweep_as_arrays_writes_every_record(cluster_env, tmp_path):
         assert rec["provenance"]["slurm_job_id"] and rec["provenance"]["slurm_array_task_id"]
         run_dir = tmp_path / "outputs" / rec["task"] / rec["optim"] / "smoke" / "seed0"
         assert list(run_dir.glob("slurm-*_*.log")), "the task's log lands beside its run"
-        assert (run_dir / "slurm.exit").read_text().strip() == "0"
+        assert (run_dir / "exit_code").read_text().strip() == "0"
 
     again = sh([*SUBMIT, str(sweep)], cluster_env).stdout  # idempotent: nothing left to do
     assert "0 to submit" in again and "array job" not in again

@@ -1,0 +1,100 @@
+"""Fused CPU fast path for block-quantized states (C++, built on first use with torch's JIT).
+
+One pass per block decodes m and v, applies the AdamW/AdaBelief update and re-encodes them
+(solo/csrc/fused_step.cpp), instead of the reference's ~40 tensor-wide ops per parameter. It
+mirrors the eager reference (solo/optim.py ``_update``) op by op in float32. Differences:
+
+- stochastic rounding draws come from a counter-based generator inside the kernel (splitmix64
+  of a 63-bit key drawn from the optimizer's own torch.Generator per tensor per step, and the
+  element index), not from ``torch.rand``; checkpoints stay bit-exact because the key comes from
+  the saved generator. Given the reference's draws instead (``rand=``), the codes are the same
+  up to last-ulp differences of vectorized float math (tests/solo/test_fused.py measures it).
+- supported: m with ``de``/``linear`` (nearest), v with ``de``/``linear`` (nearest) or ``log``,
+  equal block sizes that are a multiple of 8, fp32 contiguous CPU parameters. Anything else, or
+  a machine where the extension cannot be built (no C++ compiler), uses the reference.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+import torch
+
+from .codecs import BlockCodec, Codec, LogCodec
+
+log = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_ext = None
+_failed: str | None = None
+
+
+def extension():
+    """The compiled module, or None (with the reason in :func:`unavailable`)."""
+    global _ext, _failed
+    if _ext is not None or _failed is not None:
+        return _ext
+    with _lock:
+        if _ext is None and _failed is None:
+            if os.environ.get("SOLO_NO_FUSED"):
+                _failed = "disabled by SOLO_NO_FUSED"
+                return None
+            try:
+                from torch.utils.cpp_extension import load
+
+                src = Path(__file__).with_name("csrc") / "fused_step.cpp"
+                _ext = load(name="solo_fused_step", sources=[str(src)],
+                            extra_cflags=["-O3", "-march=native", "-ffp-contract=off"], verbose=False)
+            except Exception as e:  # no compiler, no ninja, ...: the reference still works
+                _failed = f"{type(e).__name__}: {e}"
+                log.warning("solo: fused CPU step unavailable (%s); using the reference step",
+                            _failed.splitlines()[0])
+    return _ext
+
+
+def unavailable() -> str | None:
+    """Why the fused path cannot be used here (None when it can, or was not tried yet)."""
+    return _failed
+
+
+def supports(codec_m: Codec, codec_v: Codec, p: torch.Tensor) -> bool:
+    """Whether the fused kernel implements this state format for parameter ``p``."""
+    if p.device.type != "cpu" or p.dtype != torch.float32 or not p.is_contiguous():
+        return False
+    if not (isinstance(codec_m, BlockCodec) and codec_m.signed and not codec_m.stochastic):
+        return False
+    if isinstance(codec_v, LogCodec):
+        block_v = codec_v.block_size
+    elif isinstance(codec_v, BlockCodec) and not codec_v.signed and not codec_v.stochastic:
+        block_v = codec_v.block_size
+    else:
+        return False
+    return codec_m.block_size == block_v and block_v % 8 == 0 and p.numel() > 0
+
+
+def step(p, grad, codec_m: BlockCodec, fm: dict, codec_v: Codec, fv: dict, *, lr, beta1,
+         beta2, eps, weight_decay, bc1, bc2_sqrt, belief: bool,
+         rand: torch.Tensor | None = None, key: int = 0) -> None:
+    """Update ``p`` and the fields ``fm``/``fv`` in place (see solo/csrc/fused_step.cpp)."""
+    ext = extension()
+    m_levels, m_bounds = codec_m._tables(p.device)
+    is_log = isinstance(codec_v, LogCodec)
+    if is_log:
+        v_levels = v_bounds = _EMPTY
+        alphas = fv["alphas"]
+    else:
+        v_levels, v_bounds = codec_v._tables(p.device)
+        alphas = _EMPTY
+    g = grad if grad.dtype == torch.float32 and grad.is_contiguous() else grad.float().contiguous()
+    ext.fused_step(p, g, fm["codes"], fm["scales"], m_levels, m_bounds, codec_m.bits,
+                   fv["codes"], fv["scales"], alphas, v_levels, v_bounds, codec_v.bits, is_log,
+                   codec_m.block_size, float(getattr(codec_v, "quantile", 0.0)), float(lr),
+                   float(beta1), float(beta2), float(eps), float(weight_decay), float(bc1),
+                   float(bc2_sqrt), belief, _EMPTY if rand is None else rand.contiguous(),
+                   int(key))
+
+
+_EMPTY = torch.empty(0)
