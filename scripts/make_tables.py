@@ -69,7 +69,7 @@ PROVENANCE_LINE = (
     "Paper values are the papers' numbers as printed; ours come from records in {records}."
 )
 LEGEND = (
-    "Ours: mean ± sample std over seeds (n seeds, scale, hardware), Δ = ours - paper. "
+    "Ours: mean ± sample std over seeds (n seeds, scale, hardware), Δ = ours - paper (paper scale only). "
     "Only scale=paper is comparable with the paper; smoke and small are sanity runs. "
     "A cell without records shows the command that fills it."
 )
@@ -218,7 +218,7 @@ def ours_cell(recs, get, decimals, paper=None, units=None):
         return None
     hw = "+".join(sorted({hardware_label(r) for r in recs}))
     text = f"{fmt_mean_std(values, decimals, units)} (n={len(values)}, {recs[0]['scale']}, {hw})"
-    if paper is not None:
+    if paper is not None and recs[0]["scale"] == "paper":  # other scales are not comparable
         delta = statistics.fmean(values) - paper
         text += f" Δ {'+' if delta >= 0 else '-'}{fmt_num(abs(delta), decimals)}"
     return text
