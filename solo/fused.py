@@ -27,6 +27,10 @@ from .codecs import BlockCodec, Codec, LogCodec
 
 log = logging.getLogger(__name__)
 
+# -march=native: built on the machine that runs it. No contraction into FMA and no fast-math:
+# float results must match the reference's separate ops; errno/trap semantics (which block
+# vectorizing sqrt and selects) do not change results.
+_CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math"]
 _lock = threading.Lock()
 _ext = None
 _failed: str | None = None
@@ -47,7 +51,7 @@ def extension():
 
                 src = Path(__file__).with_name("csrc") / "fused_step.cpp"
                 _ext = load(name="solo_fused_step", sources=[str(src)],
-                            extra_cflags=["-O3", "-march=native", "-ffp-contract=off"], verbose=False)
+                            extra_cflags=_CFLAGS, verbose=False)
             except Exception as e:  # no compiler, no ninja, ...: the reference still works
                 _failed = f"{type(e).__name__}: {e}"
                 log.warning("solo: fused CPU step unavailable (%s); using the reference step",

@@ -148,7 +148,7 @@ class _QuantizedAdam(torch.optim.Optimizer):
                 if p.grad.is_sparse:
                     raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
                 work.append((gi, pi, group, p))
-        bad = [(gi, pi) for gi, pi, _, p in work if not torch.isfinite(p.grad).all()]
+        bad = self._nonfinite(work)
         if bad:
             raise FloatingPointError(
                 f"non-finite gradient in param_groups[{bad[0][0]}]['params'][{bad[0][1]}] "
@@ -159,6 +159,19 @@ class _QuantizedAdam(torch.optim.Optimizer):
                 self._init_state(group, p, state)
             self._update(group, p, state)
         return loss
+
+    @staticmethod
+    def _nonfinite(work) -> list[tuple[int, int]]:
+        """(group, index) of gradients with an inf/NaN. A sum is non-finite whenever an element
+        is, and costs one read (``isfinite().all()`` costs several): only tensors whose sum is
+        not finite (or overflowed) get the exact check."""
+        if not work:
+            return []
+        sums = [p.grad.sum(dtype=torch.float32) for _, _, _, p in work]
+        dev = sums[0].device
+        finite = torch.isfinite(torch.stack([s.to(dev) for s in sums])).tolist()
+        return [(gi, pi) for (gi, pi, _, p), ok in zip(work, finite)
+                if not ok and not torch.isfinite(p.grad).all()]
 
     def _update(self, group, p, state):
         codec_m, codec_v = self.codecs(group, p)

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <bit>
 #include <limits>
 #include <vector>
 
@@ -96,13 +97,32 @@ inline void encode_nearest(const float* x, float scale, const float* bounds, int
   }
 }
 
-// splitmix64: a counter-based uniform in [0, 1) with 24 random bits for element `i` of key.
-inline float uniform(uint64_t key, uint64_t i) {
-  uint64_t z = key + (i + 1) * 0x9E3779B97F4A7C15ULL;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  z ^= z >> 31;
-  return static_cast<float>(z >> 40) * (1.0f / 16777216.0f);
+// Counter-based uniform in [0, 1) with 24 random bits for element i under a 64-bit key: the
+// murmur3 32-bit finalizer (Appleby, public domain) of a Weyl sequence. 32-bit integer ops
+// only, so the loop that draws a block's numbers vectorizes.
+inline float uniform(uint32_t k0, uint32_t k1, uint32_t i) {
+  uint32_t h = (i * 0x9E3779B9u + k0) ^ k1;
+  h ^= h >> 16;
+  h *= 0x85EBCA6Bu;
+  h ^= h >> 13;
+  h *= 0xC2B2AE35u;
+  h ^= h >> 16;
+  return static_cast<float>(h >> 8) * (1.0f / 16777216.0f);
+}
+
+// Natural log of a normal float x > 0 without library calls (so loops over it vectorize),
+// within ~2 ulp: x = 2^e * mm with mm in [sqrt(1/2), sqrt(2)), ln mm = 2 atanh(s) =
+// 2 (s + s^3/3 + ... + s^9/9) with s = (mm - 1) / (mm + 1), |s| <= 0.172 (truncation < 1e-9).
+inline float log_normal(float x) {
+  uint32_t ix = std::bit_cast<uint32_t>(x);
+  ix += 0x3F800000u - 0x3F3504F3u;  // moves the mantissa split point to sqrt(1/2)
+  const int32_t e = static_cast<int32_t>(ix >> 23) - 127;
+  const uint32_t mb = (ix & 0x007FFFFFu) + 0x3F3504F3u;
+  const float mm = std::bit_cast<float>(mb);
+  const float s = (mm - 1.0f) / (mm + 1.0f), s2 = s * s;
+  const float series = 2.0f * s * (1.0f + s2 * (1.0f / 3 + s2 * (1.0f / 5 + s2 * (1.0f / 7 + s2 * (1.0f / 9)))));
+  const float fe = static_cast<float>(e);
+  return fe * 0.693359375f + (series + fe * -2.12194440e-4f);  // ln 2 = hi + lo
 }
 
 // torch.quantile's linear interpolation over the positive entries of x[0..n) (0 if none).
@@ -211,12 +231,25 @@ void run_blocks(const Args& a, int64_t b0, int64_t b1) {
       const float ratio = std::max(xp / vscale, 0.0f);
       const float alpha = std::min(std::max(std::pow(ratio, inv_top), amin), amax);
       const float la = std::log(alpha);
-      for (int64_t i = 0; i < len; ++i) {
-        const float t = std::log(v[i] / vscale) / la;
-        const float r = a.R ? a.R[start + i] : uniform(a.key, start + i);
-        const float c = std::floor(t + r);
-        vc[i] = static_cast<uint8_t>(std::min(std::max(c, 0.0f), vtopf));
+      float* r = u.data();  // the block's uniforms, then its codes as floats
+      if (a.R) {
+        std::copy(a.R + start, a.R + start + len, r);
+      } else {
+        const uint32_t k0 = static_cast<uint32_t>(a.key), k1 = static_cast<uint32_t>(a.key >> 32);
+        const uint32_t i0 = static_cast<uint32_t>(start);
+        for (int64_t i = 0; i < len; ++i) r[i] = uniform(k0, k1, i0 + static_cast<uint32_t>(i));
       }
+      // x / max below the smallest normal float (zeros, e.g. embedding rows never updated)
+      // has t > 2^b - 1 for every alpha >= alpha_min, like t = +inf: the top code either way.
+      for (int64_t i = 0; i < len; ++i) {  // m: scratch
+        const float x = v[i] / vscale;
+        m[i] = log_normal(x < kTiny ? kTiny : x) / la;
+      }
+      for (int64_t i = 0; i < len; ++i) {
+        const float c = std::floor(m[i] + r[i]);
+        r[i] = c < 0.0f ? 0.0f : (c > vtopf ? vtopf : c);
+      }
+      for (int64_t i = 0; i < len; ++i) vc[i] = static_cast<uint8_t>(r[i]);
       a.VA[blk] = alpha;
     } else {
       encode_nearest(v.data(), vscale, a.VB, a.vnb, len, u.data(), cnt.data(), vc.data());

@@ -131,18 +131,22 @@ def test_fused_is_automatic_and_falls_back_where_unsupported(monkeypatch):
 
 
 def test_fused_and_reference_train_alike():
-    """Same data and seed, 150 steps on a least-squares problem: final losses within 5%."""
+    """Least squares, 150 steps, 4 SR seeds each: the fused step's final losses are
+    distributed like the reference's (means within 3 pooled standard errors, or 5%)."""
     torch.manual_seed(0)
     a, x_true = torch.randn(256, 64), torch.randn(64, 8)
     y = a @ x_true
-    losses = {}
-    for flag in (None, False):
-        w = torch.nn.Parameter(torch.zeros(64, 8))
-        opt = solo.PRESETS["solo_2bit"]([w], lr=3e-2, seed=0, fused=flag)
-        for _ in range(150):
-            loss = ((a @ w - y) ** 2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        losses[flag] = loss.item()
-    assert losses[None] == pytest.approx(losses[False], rel=0.05), losses
+    losses = {None: [], False: []}
+    for flag in losses:
+        for seed in range(4):
+            w = torch.nn.Parameter(torch.zeros(64, 8))
+            opt = solo.PRESETS["solo_2bit"]([w], lr=3e-2, seed=seed, fused=flag)
+            for _ in range(150):
+                loss = ((a @ w - y) ** 2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            losses[flag].append(loss.item())
+    f, r = torch.tensor(losses[None]), torch.tensor(losses[False])
+    se = ((f.var() + r.var()) / 4).sqrt()
+    assert (f.mean() - r.mean()).abs() <= max(3 * se, 0.05 * r.mean()), losses
