@@ -301,11 +301,26 @@ def find_resume(cfg: DictConfig) -> Path | None:
     return path if path.exists() else None
 
 
-def check_finite(loss: torch.Tensor, step: int, crash: callable) -> None:
-    """Stop on NaN/inf: save a crash checkpoint (via `crash()`), then raise naming the step."""
+def crash_path(cfg: DictConfig) -> Path:
+    """Where a diverged run notes its crash: beside its record, as crash-seed<k>.json (not a
+    record: tables read seed<k>.json; the paper's tables print such cells as "Crash")."""
+    path = record_path(cfg)
+    return path.with_name(f"crash-{path.name}")
+
+
+def check_finite(loss: torch.Tensor, step: int, crash: callable,
+                 cfg: DictConfig | None = None) -> None:
+    """Stop on NaN/inf: save a crash checkpoint (via `crash()`), note the crash beside the
+    record (with ``cfg``, rank 0), then raise naming the step."""
     if torch.isfinite(loss).all():
         return
     path = crash()
+    if cfg is not None and int(os.environ.get("RANK", "0")) == 0:
+        write_json_atomic(crash_path(cfg), {
+            "task": cfg.task.name, "optim": cfg.optim_name, "scale": cfg.scale.name,
+            "seed": int(cfg.seed), "variant": cfg.get("variant") or None,
+            "crashed_at_step": step, "loss": str(loss.item()), "provenance": provenance(),
+            "config": OmegaConf.to_container(cfg, resolve=True)})
     raise NonFiniteLoss(
         f"non-finite loss ({loss.item()}) at step {step}; crash checkpoint: {path}. "
         "No record written. Lower the learning rate or check the data; `resume=auto` would "

@@ -197,7 +197,7 @@ def run(cfg: DictConfig) -> dict | None:
                                                    rank, world, device):
                 t0 = common.now()
                 loss = F.binary_cross_entropy_with_logits(model(dense, kjt), label)
-                common.check_finite(loss, step, lambda: checkpoint("crash.pt"))
+                common.check_finite(loss, step, lambda: checkpoint("crash.pt"), cfg)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if hp.clip_grad:

@@ -256,7 +256,7 @@ def run(cfg: DictConfig) -> dict | None:
                 ids, mask, labels = (t.to(device) for t in data.collate(mb, tokenizer.pad_token_id))
                 with amp:
                     loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-                common.check_finite(loss, step, lambda: checkpoint("crash.pt"))
+                common.check_finite(loss, step, lambda: checkpoint("crash.pt"), cfg)
                 (loss / len(micro)).backward()
                 loss_sum += loss.detach() / len(micro)
                 tokens += int(mask.sum()) * world

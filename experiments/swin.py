@@ -257,7 +257,7 @@ def run(cfg: DictConfig) -> dict | None:
                 scheduler.step_update(step)
                 with amp:
                     loss = criterion(model(x), y)
-                common.check_finite(loss, step, lambda: checkpoint("crash.pt"))
+                common.check_finite(loss, step, lambda: checkpoint("crash.pt"), cfg)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if hp.clip_grad:

@@ -175,7 +175,7 @@ def run(cfg: DictConfig) -> dict | None:
                     logits = model(src, tgt_in)
                 loss = F.cross_entropy(logits.float().flatten(0, 1), tgt_out.flatten(),
                                        ignore_index=td.PAD, label_smoothing=hp.label_smoothing)
-                common.check_finite(loss, step, lambda: checkpoint("crash.pt"))
+                common.check_finite(loss, step, lambda: checkpoint("crash.pt"), cfg)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if hp.clip_grad:

@@ -216,7 +216,8 @@ ABLATIONS = {
 def ablations(out: Path) -> None:
     lines = ["# Small-scale ablations", "",
              "From records under results/runs/small/<task>/<optim>/<override>/ (sweeps "
-             "scripts/sweeps/ablation_*.yaml; one seed; Swin at 10 of its 40 epochs). "
+             "scripts/sweeps/ablation_*.yaml; one seed; Swin at 10 of its 40 epochs; `crash`: the "
+             "loss became NaN/inf, from the run's crash note). "
              "Small-scale sanity runs, not the paper's numbers.", ""]
     rows = []
     for rec in _records_variants():
@@ -227,8 +228,9 @@ def ablations(out: Path) -> None:
                 task = rec["task"]
                 key, label = METRIC[task]
                 setting = "/".join(m.groups())
-                rows.append([name, task, rec["optim"], setting, rec["seed"],
-                             round(rec["metrics"][key], 3), label])
+                value = ("crash" if rec.get("crashed_at_step") is not None
+                         else round(rec["metrics"][key], 3))
+                rows.append([name, task, rec["optim"], setting, rec["seed"], value, label])
     if not rows:
         print("ablations: no ablation records yet; skipped")
         return
@@ -249,16 +251,21 @@ def ablations(out: Path) -> None:
             for o in optims:
                 vals = {r[3]: r[5] for r in sel if r[1] == task and r[2] == o}
                 lines.append(f"| {o} | " + " | ".join(
-                    f"{vals[s]:.2f}" if s in vals else "–" for s in settings) + " |")
+                    "–" if s not in vals else vals[s] if isinstance(vals[s], str)
+                    else f"{vals[s]:.2f}" for s in settings) + " |")
             lines.append("")
         fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.2))
         for ax, task in zip(axes if len(tasks) > 1 else [axes], tasks):
             settings = sorted({r[3] for r in sel if r[1] == task}, key=_setting_key)
             for o in sorted({r[2] for r in sel if r[1] == task}):
                 vals = {r[3]: r[5] for r in sel if r[1] == task and r[2] == o}
-                xs = [s for s in settings if s in vals]
-                ax.plot(range(len(xs)), [vals[s] for s in xs], "o-", label=o)
-                ax.set_xticks(range(len(xs)), xs, fontsize=7, rotation=30)
+                xs = [i for i, s in enumerate(settings) if isinstance(vals.get(s), float)]
+                ax.plot(xs, [vals[settings[i]] for i in xs], "o-", label=o)
+                for i, s in enumerate(settings):
+                    if vals.get(s) == "crash":
+                        ax.annotate("crash", (i, 0.02), xycoords=("data", "axes fraction"),
+                                    ha="center", fontsize=7, color="red")
+            ax.set_xticks(range(len(settings)), settings, fontsize=7, rotation=30)
             ax.set_title(task)
             ax.set_xlabel(ABLATIONS[name][1])
             ax.set_ylabel(METRIC[task][1])
@@ -277,5 +284,7 @@ def _setting_key(s: str):
 
 
 def _records_variants(scale: str = "small") -> list[dict]:
-    return [json.loads(p.read_text())
-            for p in sorted((ROOT / "results" / "runs" / scale).glob("*/*/*/seed*.json"))]
+    """Records of runs with extra overrides, and crash notes of those that diverged."""
+    base = ROOT / "results" / "runs" / scale
+    return [json.loads(p.read_text()) for pattern in ("*/*/*/seed*.json", "*/*/*/crash-seed*.json")
+            for p in sorted(base.glob(pattern))]

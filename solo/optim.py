@@ -14,6 +14,7 @@ with a GradScaler never reach this: the scaler skips ``step()`` on inf/NaN gradi
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -27,7 +28,8 @@ _STATES = ("exp_avg", "exp_avg_sq")
 
 
 def _pair(x, name: str) -> tuple:
-    if isinstance(x, (tuple, list)):
+    # any sequence (tuple, list, an OmegaConf ListConfig from a config) but a string
+    if isinstance(x, Sequence) and not isinstance(x, str):
         if len(x) != 2:
             raise ValueError(f"Invalid {name}: {x!r}; expected one value or a pair "
                              f"(first state, second state)")

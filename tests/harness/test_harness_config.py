@@ -104,3 +104,14 @@ def test_beta1_override_replaces_the_default_beta1(optim, default):
         opt = common.build_optimizer(cfg, params, lr=1e-3, betas=[None, 0.999], eps=1e-8,
                                      weight_decay=0.0)
         assert opt.param_groups[0]["betas"][0] == pytest.approx(beta1, abs=1e-3)
+
+
+def test_pair_knobs_from_the_command_line_reach_the_optimizer():
+    from experiments import common
+
+    cfg = compose(["optim=solo_4_2bit", "+optim.block_size=[128,2048]",
+                   "+optim.quantizers=[de,linear]"])
+    opt = common.build_optimizer(cfg, [torch.nn.Parameter(torch.zeros(4))], lr=1e-3,
+                                 betas=[None, 0.999], eps=1e-8, weight_decay=0.0)
+    assert opt.param_groups[0]["block_size"] == (128, 2048)
+    assert opt.param_groups[0]["quantizers"] == ("de", "linear")

@@ -125,8 +125,11 @@ def test_nonfinite_loss_stops_with_crash_checkpoint_and_no_record(run_smoke, tmp
         run_smoke("task.scales.smoke.lr=1e30")
     crash = tmp_path / "run" / "crash.pt"
     assert crash.exists() and str(crash) in str(err.value)
-    assert common.load_checkpoint(crash)["step"] >= 1
-    assert not (tmp_path / "records").exists()
+    step = common.load_checkpoint(crash)["step"]
+    assert step >= 1
+    assert not list((tmp_path / "records").rglob("seed*.json"))
+    note = json.loads(next((tmp_path / "records").rglob("crash-seed0.json")).read_text())
+    assert note["crashed_at_step"] == step and note["loss"] in ("nan", "inf", "-inf")
 
 
 def test_nonfinite_loss_exits_nonzero_from_the_command_line(tmp_path):
@@ -134,7 +137,9 @@ def test_nonfinite_loss_exits_nonzero_from_the_command_line(tmp_path):
                  f"hydra.run.dir={tmp_path / 'run'}",
                  env={"SOLO_RECORDS_DIR": str(tmp_path / "records")})
     assert out.returncode != 0 and "non-finite loss" in out.stderr
-    assert (tmp_path / "run" / "crash.pt").exists() and not (tmp_path / "records").exists()
+    assert (tmp_path / "run" / "crash.pt").exists()
+    assert not list((tmp_path / "records").rglob("seed*.json"))  # no record, a crash note
+    assert len(list((tmp_path / "records").rglob("crash-seed*.json"))) == 1
 
 
 def test_missing_imagenet_folder_names_the_path_and_the_fix(run_smoke, tmp_path):

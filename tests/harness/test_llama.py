@@ -172,7 +172,9 @@ def test_nonfinite_loss_stops_with_crash_checkpoint(run_ll, tmp_path):
     with pytest.raises(common.NonFiniteLoss, match=r"at step \d+"):
         run_ll("task.scales.smoke.eval.enabled=false", "task.scales.smoke.lr=1e30",
                "task.scales.smoke.clip_grad=null")
-    assert (tmp_path / "run" / "crash.pt").exists() and not (tmp_path / "records").exists()
+    assert (tmp_path / "run" / "crash.pt").exists()
+    assert not list((tmp_path / "records").rglob("seed*.json"))  # no record, a crash note
+    assert len(list((tmp_path / "records").rglob("crash-seed*.json"))) == 1
 
 
 def test_paper_scale_names_missing_checkpoint_and_data(run_ll, tmp_path):

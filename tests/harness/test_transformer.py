@@ -174,7 +174,9 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(run_tr):
 def test_nonfinite_loss_stops_with_crash_checkpoint_and_no_record(run_tr, tmp_path):
     with pytest.raises(common.NonFiniteLoss, match=r"at step \d+"):
         run_tr("task.scales.smoke.lr=1e30", optim="torch_adamw")
-    assert (tmp_path / "run" / "crash.pt").exists() and not (tmp_path / "records").exists()
+    assert (tmp_path / "run" / "crash.pt").exists()
+    assert not list((tmp_path / "records").rglob("seed*.json"))  # no record, a crash note
+    assert len(list((tmp_path / "records").rglob("crash-seed*.json"))) == 1
 
 
 @pytest.mark.slow
