@@ -5,6 +5,8 @@ steps excluded (their time is reported as ``first_step_ms``, which includes torc
 torchao), median of ``--steps`` timed steps. Writes ``results/bench/<device>.json`` (rows with
 optimizer, params, ms_per_step, ratio_to_foreach, state_bytes, first_step_ms) and a markdown
 table beside it. ``peak_step_bytes`` (transient memory during a step) is not measured yet.
+Our quantized presets use the fused CPU step (solo/fused.py) when it builds;
+``solo_4_2bit_reference`` is the eager reference.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ def peers() -> dict:
            "torch_adamw_fused": lambda p: torch.optim.AdamW(p, lr=1e-3, fused=True)}
     for name in OURS:
         out[name] = lambda p, name=name: solo.PRESETS[name](p, lr=1e-3)
+    # the eager reference the fused CPU step is tested against
+    out["solo_4_2bit_reference"] = lambda p: solo.PRESETS["solo_4_2bit"](p, lr=1e-3, fused=False)
     try:
         import torchao.optim as tao
 
