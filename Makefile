@@ -13,7 +13,7 @@ TASK ?= swin
 OPTIM ?= solo_4_2bit
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-fast test-cluster test-all submit sweep-status tables figures bench bench-cpu lint clean
+.PHONY: help setup run test test-fast test-cluster test-all submit sweep-status tables figures bench bench-cpu bench-gpu bench-e2e solow lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -71,8 +71,27 @@ figures: setup ## regenerate results/figures/
 
 bench: bench-cpu ## optimizer step-time benchmark on this machine
 
-bench-cpu: setup ## step time of every optimizer at ~10M and ~100M parameters -> results/bench/cpu.*
+bench-cpu: setup solow ## step time of every optimizer at ~10M and ~100M parameters -> results/bench/cpu.*
 	$(PY) scripts/bench.py --params 10e6 100e6
+
+bench-gpu: setup solow ## the same on CUDA at ~10M, ~100M and ~1B parameters -> results/bench/cuda.*
+	$(PY) scripts/bench.py --device cuda --params 10e6 100e6 1e9
+
+REPS ?= 2
+bench-e2e: setup ## small swin and transformer runs, adamw32 vs solo_4_2bit, REPS times -> results/bench/e2e.*
+	for rep in $$(seq 1 $(REPS)); do \
+	  if [ $$((rep % 2)) = 1 ]; then os="adamw32 solo_4_2bit"; else os="solo_4_2bit adamw32"; fi; \
+	  for t in swin transformer; do for o in $$os; do \
+	    $(PY) run.py task=$$t optim=$$o scale=small resume=never \
+	      records_dir=results/bench/e2e/rep$$rep || exit 1; \
+	  done; done; done
+	$(PY) scripts/e2e_table.py
+
+# The reference SOLO (PyPI solow) is unpacked, not installed: its package is also named `solo`.
+solow: .cache/solow/solo/__init__.py ## fetch the reference SOLO implementation for the benchmark
+.cache/solow/solo/__init__.py:
+	$(PY) -m pip download --no-deps --quiet solow==0.2.0 -d .cache/solow
+	$(PY) -c "import zipfile, glob; zipfile.ZipFile(glob.glob('.cache/solow/solow-0.2.0-*.whl')[0]).extractall('.cache/solow')"
 
 lint: setup ## ruff
 	$(PY) -m ruff check .

@@ -340,6 +340,7 @@ def run(cfg: DictConfig) -> dict | None:
         time_={"wall_s": elapsed + common.now() - wall0,
                "step_ms_mean": float(np.mean(timed)) if timed else None,
                "throughput": tokens / train_s if train_s else None,
+               "train_s": train_s,  # forward, backward and step time since this process started
                "throughput_unit": "tokens/s", "steps": total,
                "eval_s": eval_s if rank == 0 else None},
         wandb_path=logger.path,

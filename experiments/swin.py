@@ -309,6 +309,7 @@ def run(cfg: DictConfig) -> dict | None:
         time_={"wall_s": elapsed + common.now() - wall0,
                "step_ms_mean": float(np.mean(timed)) if timed else None,
                "throughput": images / train_s if train_s else None,
+               "train_s": train_s,  # forward, backward and step time since this process started
                "throughput_unit": "images/s", "steps": total},
         wandb_path=logger.path,
         replica_diff=common.replica_spread(raw, world, device),

@@ -2,22 +2,33 @@
 
 All optimizers run in one process on the same parameters (transformer-block shapes), warm-up
 steps excluded (their time is reported as ``first_step_ms``, which includes torch.compile for
-torchao), median of ``--steps`` timed steps. Writes ``results/bench/<device>.json`` (rows with
-optimizer, params, ms_per_step, ratio_to_foreach, state_bytes, first_step_ms) and a markdown
-table beside it. ``peak_step_bytes`` (transient memory during a step) is not measured yet.
+torchao and loading the C++ extension for ours), median of ``--steps`` timed steps. Writes
+``results/bench/<device>.json`` (rows with optimizer, params, ms_per_step, ratio_to_foreach,
+state_bytes, peak_step_bytes, first_step_ms) and a markdown table beside it.
+
+``peak_step_bytes`` is the memory a step adds on top of what the process holds before it: on
+Linux CPU, the resident-set high-water mark (VmHWM, reset through /proc/self/clear_refs) after
+one more step minus the resident set before it, with glibc's mmap threshold pinned at 256 KiB
+so that every large temporary is mapped on allocation and unmapped on free (page-granular;
+torch's profiler records no CPU allocations in this build). On CUDA, max_memory_allocated.
+
 Our quantized presets use the fused CPU step (solo/fused.py) when it builds;
-``solo_4_2bit_reference`` is the eager reference.
+``solo_4_2bit_reference`` is our eager reference, ``solow_4_2bit`` the reference SOLO
+implementation (scripts/solow_adapter.py; ``make solow`` fetches it).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
+import os
 import platform
 import statistics
 import time
 from pathlib import Path
 
+import solow_adapter
 import torch
 
 import solo
@@ -42,6 +53,7 @@ def peers() -> dict:
         out[name] = lambda p, name=name: solo.PRESETS[name](p, lr=1e-3)
     # the eager reference the fused CPU step is tested against
     out["solo_4_2bit_reference"] = lambda p: solo.PRESETS["solo_4_2bit"](p, lr=1e-3, fused=False)
+    out["solow_4_2bit"] = solow_adapter.adamw_4_2bit
     try:
         import torchao.optim as tao
 
@@ -56,6 +68,44 @@ def peers() -> dict:
     except ImportError:
         pass
     return out
+
+
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+def pin_malloc() -> bool:
+    """Make glibc map (and unmap) every allocation over 256 KiB, so RSS follows temporaries."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 256 << 10)
+                    and libc.mallopt(m_trim_threshold, 256 << 10))
+    except OSError:
+        return False
+
+
+def peak_step_bytes(opt, device) -> int | None:
+    """Memory one step adds on top of what is held before it (see the module docstring)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        opt.step()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        base = _status_bytes("VmRSS:")
+    except OSError:
+        return None
+    opt.step()
+    return max(0, _status_bytes("VmHWM:") - base)
 
 
 def bench(make, params, steps: int, device) -> dict:
@@ -77,8 +127,42 @@ def bench(make, params, steps: int, device) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
+    peak = peak_step_bytes(opt, device)
     return {"ms_per_step": 1e3 * statistics.median(times), "first_step_ms": 1e3 * first,
-            "state_bytes": solo.state_bytes(opt)["total"]}
+            "state_bytes": solo.state_bytes(opt)["total"], "peak_step_bytes": peak}
+
+
+
+
+def copy_gbps(n: int, device, reps: int = 5) -> float:
+    """Measured copy bandwidth (GB/s, read + write) for n float32 elements, the yardstick of a
+    memory-bound step."""
+    src = torch.randn(n, device=device)
+    dst = torch.empty_like(src)
+    times = []
+    for _ in range(reps + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        dst.copy_(src)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return 2 * 4 * n / statistics.median(times[1:]) / 1e9
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _mib(x) -> str:
+    return "n/a" if x is None else f"{x / 2**20:.1f}"
 
 
 def main() -> None:
@@ -90,10 +174,13 @@ def main() -> None:
     ap.add_argument("--out", default="results/bench")
     args = ap.parse_args()
     device = torch.device(args.device)
-    rows = []
+    pinned = pin_malloc()
+    rows, failed, largest, copy = [], [], {}, {}
     for target in args.params:
         params = transformer_params(int(target))
         n = sum(p.numel() for p in params)
+        largest[n] = max(p.numel() for p in params) * 4
+        copy[n] = copy_gbps(n, device)
         for name, make in peers().items():
             if args.only and name not in args.only:
                 continue
@@ -101,10 +188,13 @@ def main() -> None:
                 r = bench(make, params, args.steps, device)
             except Exception as e:  # a peer that cannot run here is reported, not hidden
                 print(f"{name}: failed: {type(e).__name__}: {e}")
+                failed.append({"optimizer": name, "params": n,
+                               "error": f"{type(e).__name__}: {e}".splitlines()[0]})
                 continue
             rows.append({"optimizer": name, "params": n, **r})
             print(f"{name:22s} {n / 1e6:6.1f}M  {r['ms_per_step']:9.1f} ms/step  "
-                  f"first {r['first_step_ms']:9.1f} ms  state {r['state_bytes'] / 2**20:8.1f} MiB")
+                  f"first {r['first_step_ms']:9.1f} ms  state {_mib(r['state_bytes'])} MiB  "
+                  f"peak step {_mib(r['peak_step_bytes'])} MiB")
         base = next((r["ms_per_step"] for r in rows
                      if r["optimizer"] == "torch_adamw_foreach" and r["params"] == n), None)
         for r in rows:
@@ -112,18 +202,32 @@ def main() -> None:
                 r["ratio_to_foreach"] = r["ms_per_step"] / base
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"device": args.device, "cpu": platform.processor() or platform.machine(),
+    meta = {"device": args.device, "cpu": _cpu_name(), "cores": os.cpu_count(),
             "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "steps": args.steps}
-    (out / f"{args.device}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    lines = [f"# Optimizer step time ({args.device}, {meta['threads']} threads, torch "
-             f"{meta['torch']}, median of {args.steps} steps)", "",
-             "| optimizer | params | ms/step | x torch foreach | first step ms | state MiB |",
-             "|---|---|---|---|---|---|"]
+            "steps": args.steps, "malloc_pinned": pinned,
+            "fused_cpu_step": solo.fused.extension() is not None,
+            "fused_avx2": solo.fused.vectorized(),
+            "largest_tensor_bytes": {str(k): v for k, v in largest.items()},
+            "copy_gbps": {str(k): v for k, v in copy.items()}}
+    (out / f"{args.device}.json").write_text(
+        json.dumps({"meta": meta, "rows": rows, "failed": failed}, indent=1))
+    lines = [f"# Optimizer step time ({args.device}: {meta['cpu']}, {meta['threads']} threads, "
+             f"torch {meta['torch']}, median of {args.steps} steps)", "",
+             "`peak step MiB`: memory one step adds (see scripts/bench.py); the largest single "
+             "parameter is " + ", ".join(f"{_mib(v)} MiB at {k / 1e6:.1f}M"
+                                          for k, v in largest.items()) + "; measured copy "
+             "bandwidth " + ", ".join(f"{v:.1f} GB/s at {k / 1e6:.1f}M"
+                                      for k, v in copy.items()) + ".", "",
+             "| optimizer | params | ms/step | x torch foreach | first step ms | state MiB | "
+             "peak step MiB |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['optimizer']} | {r['params'] / 1e6:.1f}M | {r['ms_per_step']:.1f} | "
                      f"{r.get('ratio_to_foreach', float('nan')):.2f} | {r['first_step_ms']:.0f} | "
-                     f"{r['state_bytes'] / 2**20:.1f} |")
+                     f"{_mib(r['state_bytes'])} | {_mib(r['peak_step_bytes'])} |")
+    for f in failed:
+        lines.append(f"| {f['optimizer']} | {f['params'] / 1e6:.1f}M | failed: {f['error']} "
+                     "| | | | |")
     (out / f"{args.device}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -2,13 +2,19 @@
 
 One pass per block decodes m and v, applies the AdamW/AdaBelief update and re-encodes them
 (solo/csrc/fused_step.cpp), instead of the reference's ~40 tensor-wide ops per parameter. It
-mirrors the eager reference (solo/optim.py ``_update``) op by op in float32. Differences:
+mirrors the eager reference (solo/optim.py ``_update``) op by op in float32. Built with AVX2
+(``-march=native`` on an x86 machine that has it), blocks whose length is a multiple of 8 run
+eight elements per instruction, with the same float operations in the same order as the scalar
+loop that handles the rest, and the same bits (tested). Differences from the reference:
 
-- stochastic rounding draws come from a counter-based generator inside the kernel (splitmix64
-  of a 63-bit key drawn from the optimizer's own torch.Generator per tensor per step, and the
-  element index), not from ``torch.rand``; checkpoints stay bit-exact because the key comes from
+- stochastic rounding draws come from a counter-based generator inside the kernel (murmur3's
+  32-bit finalizer over a Weyl sequence of the element index, keyed by a 63-bit key drawn from
+  the optimizer's own torch.Generator per tensor per step), not from ``torch.rand``; checkpoints stay bit-exact because the key comes from
   the saved generator. Given the reference's draws instead (``rand=``), the codes are the same
-  up to last-ulp differences of vectorized float math (tests/solo/test_fused.py measures it).
+  up to last-ulp differences of the kernel's own ``log`` (tests/solo/test_fused.py measures
+  it: 100% of code bytes on the tested shapes here).
+- the per-block p-quantile is exact (the same order statistics as torch.quantile), found
+  without sorting: per lane the two smallest positive entries bound a short candidate list.
 - supported: m with ``de``/``linear`` (nearest), v with ``de``/``linear`` (nearest) or ``log``,
   equal block sizes that are a multiple of 8, fp32 contiguous CPU parameters. Anything else, or
   a machine where the extension cannot be built (no C++ compiler), uses the reference.
@@ -64,6 +70,19 @@ def unavailable() -> str | None:
     return _failed
 
 
+def vectorized() -> bool:
+    """Whether whole 8-element groups of a block take the AVX2 path (else all is scalar)."""
+    ext = extension()
+    return ext is not None and ext.vectorized()
+
+
+def set_vectorized(on: bool) -> None:
+    """Switch the AVX2 path on or off (tests compare it with the scalar path)."""
+    ext = extension()
+    if ext is not None:
+        ext.set_vectorized(bool(on))
+
+
 def supports(codec_m: Codec, codec_v: Codec, p: torch.Tensor) -> bool:
     """Whether the fused kernel implements this state format for parameter ``p``."""
     if p.device.type != "cpu" or p.dtype != torch.float32 or not p.is_contiguous():
@@ -92,13 +111,42 @@ def step(p, grad, codec_m: BlockCodec, fm: dict, codec_v: Codec, fv: dict, *, lr
     else:
         v_levels, v_bounds = codec_v._tables(p.device)
         alphas = _EMPTY
+    m_lut, m_bpad = _search_table(codec_m)
+    v_lut, v_bpad = (_EMPTY_I, _EMPTY) if is_log else _search_table(codec_v)
     g = grad if grad.dtype == torch.float32 and grad.is_contiguous() else grad.float().contiguous()
     ext.fused_step(p, g, fm["codes"], fm["scales"], m_levels, m_bounds, codec_m.bits,
                    fv["codes"], fv["scales"], alphas, v_levels, v_bounds, codec_v.bits, is_log,
                    codec_m.block_size, float(getattr(codec_v, "quantile", 0.0)), float(lr),
                    float(beta1), float(beta2), float(eps), float(weight_decay), float(bc1),
                    float(bc2_sqrt), belief, _EMPTY if rand is None else rand.contiguous(),
-                   int(key))
+                   int(key), m_lut, m_bpad, v_lut, v_bpad)
 
 
 _EMPTY = torch.empty(0)
+_EMPTY_I = torch.empty(0, dtype=torch.int32)
+_LUT_SHIFT = 16  # kLutShift in fused_step.cpp
+_LUT_KEYS = (0x3F800000 >> _LUT_SHIFT) + 1
+
+
+def _search_table(codec: BlockCodec) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bucket table for the nearest-level search over an 8-bit codebook (the kernel's Search):
+    the float bits of |u| <= 1 shifted right by 16 select one of 128 buckets per binade; per
+    bucket (and sign) the number of boundaries below it, and the boundaries padded with as
+    many +inf as fall inside any one bucket (1 for the DE codebooks). Empty for fewer bits."""
+    key = ("search", _LUT_SHIFT)
+    if key not in codec._cache:
+        _, bounds = codec._tables(torch.device("cpu"))
+        if bounds.numel() != 255:
+            codec._cache[key] = (_EMPTY_I, _EMPTY)
+        else:
+            k = torch.arange(_LUT_KEYS, dtype=torch.int32)
+            lo = (k << _LUT_SHIFT).view(torch.float32)
+            hi = ((k << _LUT_SHIFT) | ((1 << _LUT_SHIFT) - 1)).view(torch.float32)
+            # u >= 0 in [lo, hi]; u < 0 in [-hi, -lo]: boundaries below the bucket's lowest
+            # value, and below its highest (the most a value inside can have below it).
+            base = torch.cat([torch.searchsorted(bounds, lo), torch.searchsorted(bounds, -hi)])
+            top = torch.cat([torch.searchsorted(bounds, hi), torch.searchsorted(bounds, -lo)])
+            depth = max(int((top - base).max()), 1)
+            bpad = torch.cat([bounds, torch.full((depth,), float("inf"))])
+            codec._cache[key] = (base.to(torch.int32).contiguous(), bpad.contiguous())
+    return codec._cache[key]

@@ -81,6 +81,65 @@ def test_fused_step_equals_reference_given_the_same_draws(preset):
     assert codes_equal / codes_total >= 0.999, (codes_equal, codes_total)
 
 
+@pytest.mark.parametrize("preset", FUSED_PRESETS)
+def test_vectorized_blocks_equal_the_scalar_blocks(preset):
+    """The AVX2 path (blocks whose length is a multiple of 8) writes the same bits as the
+    scalar path, codes, scales, alphas and parameters, over several steps with its own draws."""
+    if not fused.vectorized():
+        pytest.skip("the fused step was built without AVX2 here: only the scalar path exists")
+    runs = {}
+    for vec in (True, False):
+        torch.manual_seed(0)
+        ps = [torch.nn.Parameter(torch.randn(s) * 0.05) for s in SHAPES]
+        opt = solo.PRESETS[preset](ps, lr=1e-2, weight_decay=0.1, seed=3, fused=True)
+        fused.set_vectorized(vec)
+        try:
+            for _ in range(4):
+                for p in ps:
+                    p.grad = torch.randn(p.shape) * 1e-2
+                opt.step()
+        finally:
+            fused.set_vectorized(True)
+        runs[vec] = ps, opt
+    (pv, ov), (ps_, os_) = runs[True], runs[False]
+    for p, q in zip(pv, ps_):
+        assert torch.equal(p, q)
+        for key, t in ov.state[p].items():
+            assert torch.equal(t, os_.state[q][key]), key
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_search_table_counts_the_boundaries_below(signed):
+    """The kernel's 8-bit bucket search (lut[key] + depth compares) equals bucketize, including
+    exact boundaries, zeros of both signs, denormals and +-1."""
+    opt = solo.PRESETS["adamw8bit"]([torch.nn.Parameter(torch.zeros(256))])
+    group = opt.param_groups[0]
+    cm, cv = opt.codecs(group, group["params"][0])
+    codec = cm if signed else cv
+    _, bounds = codec._tables(torch.device("cpu"))
+    lut, bpad = fused._search_table(codec)
+    depth = bpad.numel() - bounds.numel()
+    assert lut.numel() == 2 * fused._LUT_KEYS and depth == 1
+    torch.manual_seed(0)
+    lo = -1.0 if signed else 0.0
+    u = torch.cat([torch.empty(200_000).uniform_(lo, 1.0),
+                   torch.logspace(-45, 0, 5000) * (torch.randint(0, 2, (5000,)) * 2 - 1
+                                                   if signed else 1),
+                   bounds, torch.nextafter(bounds, torch.tensor(2.0)),
+                   torch.nextafter(bounds, torch.tensor(-2.0)),
+                   torch.tensor([0.0, -0.0, 1.0, -1.0, 1e-40, -1e-40])])
+    if not signed:
+        u = u[(u >= 0) | (u == 0)].abs()
+    bits = u.view(torch.int32)
+    key = ((bits & 0x7FFFFFFF) >> fused._LUT_SHIFT).clamp(max=fused._LUT_KEYS - 1)
+    key = key + (bits < 0).int() * fused._LUT_KEYS
+    base = lut[key.long()].long()
+    count = base.clone()
+    for j in range(depth):
+        count += (bpad[base + j] < u).long()
+    assert torch.equal(count, torch.bucketize(u, bounds))
+
+
 def test_fused_log_rounding_is_unbiased_in_the_log_domain():
     """Over many keys, the mean code of each element is t = log_alpha(v / max), clipped."""
     ps, opt = _warm("solo_2bit")

@@ -1,0 +1,66 @@
+"""Transient memory of one optimizer step, measured as scripts/bench.py reports it.
+
+issue: extra memory during a step is bounded by one tensor (or one chunk), never a transient
+fp32 copy of all states at once. The measurement (resident-set high-water mark over a step,
+glibc mmap threshold pinned) must also see such a copy where one exists: torch's foreach AdamW.
+"""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import solo
+
+ROOT = Path(__file__).resolve().parents[2]
+N_TENSORS, SHAPE = 8, (1024, 1024)
+TENSOR = 4 * SHAPE[0] * SHAPE[1]
+MIB = 2**20
+
+
+@pytest.fixture(scope="module")
+def bench():
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("needs Linux /proc (resident-set high-water mark)")
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    if not mod.pin_malloc():
+        pytest.skip("glibc mallopt unavailable: temporaries may not show in the resident set")
+    return mod
+
+
+def _peak(bench, make) -> int:
+    torch.manual_seed(0)
+    ps = [torch.nn.Parameter(torch.randn(SHAPE) * 0.02) for _ in range(N_TENSORS)]
+    for p in ps:
+        p.grad = torch.randn(SHAPE) * 1e-3
+    opt = make(ps)
+    opt.step()
+    opt.step()
+    return min(bench.peak_step_bytes(opt, torch.device("cpu")) for _ in range(3))
+
+
+def test_the_measurement_sees_a_copy_of_all_states(bench):
+    peak = _peak(bench, lambda ps: torch.optim.AdamW(ps, lr=1e-3, foreach=True))
+    assert peak >= 0.9 * N_TENSORS * TENSOR, peak / MIB
+
+
+@pytest.mark.parametrize("preset", ["solo_4_2bit", "solo_2bit", "adamw4bit", "adamw8bit"])
+def test_fused_step_adds_less_than_one_tensor(bench, preset):
+    peak = _peak(bench, lambda ps: solo.PRESETS[preset](ps, lr=1e-3))
+    assert peak < TENSOR / 4, peak / MIB
+
+
+@pytest.mark.parametrize("preset", ["adamw32", "solo_4_2bit"])
+def test_reference_step_is_bounded_by_one_tensor_not_all(bench, preset):
+    """The eager reference decodes one parameter's states at a time: a few fp32 copies of
+    one tensor (about 7 for solo_4_2bit), far from the 2 x 8 tensors of all states."""
+    peak = _peak(bench, lambda ps: solo.PRESETS[preset](ps, lr=1e-3, fused=False))
+    assert peak <= 8 * TENSOR, peak / MIB
