@@ -240,8 +240,7 @@ struct LogConsts {
 
 // The reference, one block at a time, loop by loop (any length, any supported format).
 template <int MBITS, int VBITS, bool LOG>
-void block_scalar(const Args& a, int64_t blk, Scratch& s) {
-  const LogConsts lc(VBITS);
+void block_scalar(const Args& a, int64_t blk, Scratch& s, const LogConsts& lc) {
   const int64_t B = a.block;
   float* m = s.m.data();
   float* v = s.v.data();
@@ -512,8 +511,8 @@ inline void smallest16(const float* x, int64_t n, int64_t lo, int64_t hi, float&
 }
 
 template <int MBITS, int VBITS, bool LOG>
-void block_avx2(const Args& a, int64_t blk, Scratch& s, const float* mlev, const float* vlev) {
-  const LogConsts lc(VBITS);
+void block_avx2(const Args& a, int64_t blk, Scratch& s, const LogConsts& lc, const float* mlev,
+                const float* vlev) {
   const int64_t B = a.block;
   float* mb = s.m.data();
   float* vb = s.v.data();
@@ -625,6 +624,7 @@ bool g_vectorized = true;
 template <int MBITS, int VBITS, bool LOG>
 void run_blocks(const Args& a, int64_t b0, int64_t b1) {
   Scratch s(a.block);
+  const LogConsts lc(VBITS);  // pow() of doubles: once per task, not per block
 #ifdef SOLO_AVX2
   // Level tables padded for 8-wide lookups; the AVX2 path needs 2^bits - 1 boundaries.
   alignas(32) float mlev[256] = {}, vlev[256] = {};
@@ -636,11 +636,11 @@ void run_blocks(const Args& a, int64_t b0, int64_t b1) {
   for (int64_t blk = b0; blk < b1; ++blk) {
 #ifdef SOLO_AVX2
     if (simd && std::min(a.block, a.n - blk * a.block) % 8 == 0) {
-      block_avx2<MBITS, VBITS, LOG>(a, blk, s, mlev, vlev);
+      block_avx2<MBITS, VBITS, LOG>(a, blk, s, lc, mlev, vlev);
       continue;
     }
 #endif
-    block_scalar<MBITS, VBITS, LOG>(a, blk, s);
+    block_scalar<MBITS, VBITS, LOG>(a, blk, s, lc);
   }
 }
 
