@@ -48,8 +48,11 @@ def _peak(bench, make) -> int:
 
 
 def test_the_measurement_sees_a_copy_of_all_states(bench):
+    """foreach allocates each intermediate for all 8 tensors at once (32 MiB here); pages that
+    earlier temporaries of the step freed may be reused, so the peak measured on a long-running
+    test process was 28-32 MiB: well above the one-tensor bounds below."""
     peak = _peak(bench, lambda ps: torch.optim.AdamW(ps, lr=1e-3, foreach=True))
-    assert peak >= 0.9 * N_TENSORS * TENSOR, peak / MIB
+    assert peak >= 0.6 * N_TENSORS * TENSOR, peak / MIB
 
 
 @pytest.mark.parametrize("preset", ["solo_4_2bit", "solo_2bit", "adamw4bit", "adamw8bit"])
