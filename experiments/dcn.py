@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from experiments import common, recsys_data
+from experiments import common, optimizers, records, recsys_data
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def run(cfg: DictConfig) -> dict | None:
     model = DCN(train["cardinality"], train["dense"].shape[1], hp.embedding_dim,
                 hp.cross_layers, list(hp.mlp), device=device)
     groups = common.param_groups(model, hp.weight_decay)
-    optimizer = common.build_optimizer(cfg, groups, lr=hp.lr, betas=hp.betas, eps=hp.eps,
+    optimizer = optimizers.build_optimizer(cfg, groups, lr=hp.lr, betas=hp.betas, eps=hp.eps,
                                        weight_decay=hp.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: common.warmup_cosine(s, total, hp.warmup_steps, hp.min_lr / hp.lr))
@@ -246,10 +246,10 @@ def run(cfg: DictConfig) -> dict | None:
     # ---- the record (finished runs only)
     peak, peak_kind = common.peak_memory(device)
     timed = step_ms[1:] or step_ms  # the first step allocates state (and compiles, for peers)
-    record = common.make_record(
+    record = records.make_record(
         cfg,
         metrics={**metrics, "train_loss": loss.item() if loss is not None else None},
-        memory={"state_bytes": common.state_bytes(optimizer), "peak_bytes": peak,
+        memory={"state_bytes": optimizers.state_bytes(optimizer), "peak_bytes": peak,
                 "peak_kind": peak_kind},
         time_={"wall_s": elapsed + common.now() - wall0,
                "step_ms_mean": float(np.mean(timed)) if timed else None,
@@ -260,8 +260,8 @@ def run(cfg: DictConfig) -> dict | None:
         replica_diff=common.replica_spread(raw, world, device),
     )
     if rank == 0:
-        path = common.record_path(cfg)
-        common.write_json_atomic(path, record)
+        path = records.record_path(cfg)
+        records.write_json_atomic(path, record)
         log.info("test auc %.2f logloss %.5f; record %s", metrics["auc"], metrics["logloss"],
                  path)
     logger.finish(record)

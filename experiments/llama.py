@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from experiments import common  # noqa: E402
+from experiments import common, optimizers, records  # noqa: E402
 from experiments import instruct_data as data  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -204,7 +204,7 @@ def run(cfg: DictConfig) -> dict | None:
             model, device_ids=[local_rank] if device.type == "cuda" else None)
 
     groups = common.param_groups(raw, hp.weight_decay)
-    optimizer = common.build_optimizer(cfg, groups, lr=hp.lr, betas=hp.betas, eps=hp.eps,
+    optimizer = optimizers.build_optimizer(cfg, groups, lr=hp.lr, betas=hp.betas, eps=hp.eps,
                                        weight_decay=hp.weight_decay)
     warmup = int(round(hp.warmup_ratio * total))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -331,10 +331,10 @@ def run(cfg: DictConfig) -> dict | None:
 
     # ---- the record (finished runs only)
     timed = step_ms[1:] or step_ms  # the first step allocates state (and compiles, for peers)
-    record = common.make_record(
+    record = records.make_record(
         cfg,
         metrics={**metrics, "heldout_loss": held, "train_loss": loss_value},
-        memory={"state_bytes": common.state_bytes(optimizer), "peak_bytes": peak,
+        memory={"state_bytes": optimizers.state_bytes(optimizer), "peak_bytes": peak,
                 "peak_kind": peak_kind,
                 "params": sum(p.numel() for p in raw.parameters())},
         time_={"wall_s": elapsed + common.now() - wall0,
@@ -346,8 +346,8 @@ def run(cfg: DictConfig) -> dict | None:
         wandb_path=logger.path,
     )
     if rank == 0:
-        path = common.record_path(cfg)
-        common.write_json_atomic(path, record)
+        path = records.record_path(cfg)
+        records.write_json_atomic(path, record)
         log.info("record %s", path)
     logger.finish(record)
     return record

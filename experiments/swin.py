@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from experiments import common
+from experiments import common, optimizers, records
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ def run(cfg: DictConfig) -> dict | None:
     # The YAML names the optimizer; the task sets its hyperparameters, the same for every one.
     # lr is given for batch lr_base_batch and scales linearly with the batch (Goyal et al.).
     lr = hp.lr * hp.batch_size / hp.get("lr_base_batch", hp.batch_size)
-    optimizer = common.build_optimizer(cfg, groups, lr=lr, betas=hp.betas, eps=hp.eps,
+    optimizer = optimizers.build_optimizer(cfg, groups, lr=lr, betas=hp.betas, eps=hp.eps,
                                        weight_decay=hp.weight_decay)
     warmup = hp.get("warmup_steps") or hp.get("warmup_epochs", 0) * steps_per_epoch
     scheduler = CosineLRScheduler(optimizer, t_initial=total, lr_min=hp.min_lr, warmup_t=warmup,
@@ -301,10 +301,10 @@ def run(cfg: DictConfig) -> dict | None:
     # ---- the record (finished runs only)
     peak, peak_kind = common.peak_memory(device)
     timed = step_ms[1:] or step_ms  # the first step allocates state (and compiles, for peers)
-    record = common.make_record(
+    record = records.make_record(
         cfg,
         metrics={**metrics, "train_loss": loss.item() if loss is not None else None},
-        memory={"state_bytes": common.state_bytes(optimizer), "peak_bytes": peak,
+        memory={"state_bytes": optimizers.state_bytes(optimizer), "peak_bytes": peak,
                 "peak_kind": peak_kind},
         time_={"wall_s": elapsed + common.now() - wall0,
                "step_ms_mean": float(np.mean(timed)) if timed else None,
@@ -315,8 +315,8 @@ def run(cfg: DictConfig) -> dict | None:
         replica_diff=common.replica_spread(raw, world, device),
     )
     if rank == 0:
-        path = common.record_path(cfg)
-        common.write_json_atomic(path, record)
+        path = records.record_path(cfg)
+        records.write_json_atomic(path, record)
         log.info("top1 %.2f top5 %.2f; record %s", metrics["top1"], metrics["top5"], path)
     logger.finish(record)
     return record

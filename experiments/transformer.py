@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from experiments import common, seq2seq
+from experiments import common, optimizers, records, seq2seq
 from experiments import translation_data as td
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def run(cfg: DictConfig) -> dict | None:
     model = seq2seq.Seq2Seq(tok.get_vocab_size(), **hp.model).to(device)
     groups = common.param_groups(model, hp.weight_decay)
     # The YAML names the optimizer; the task sets its hyperparameters, the same for every one.
-    optimizer = common.build_optimizer(cfg, groups, lr=hp.lr, betas=hp.betas, eps=hp.eps,
+    optimizer = optimizers.build_optimizer(cfg, groups, lr=hp.lr, betas=hp.betas, eps=hp.eps,
                                        weight_decay=hp.weight_decay)
 
     def set_lr(step):  # inverse-sqrt with linear warm-up, peaking at hp.lr; a function of step
@@ -231,10 +231,10 @@ def run(cfg: DictConfig) -> dict | None:
     # ---- the record (finished runs only)
     peak, peak_kind = common.peak_memory(device)
     timed = step_ms[1:] or step_ms  # the first step allocates state (and compiles, for peers)
-    record = common.make_record(
+    record = records.make_record(
         cfg,
         metrics={**metrics, "train_loss": loss.item() if loss is not None else None},
-        memory={"state_bytes": common.state_bytes(optimizer), "peak_bytes": peak,
+        memory={"state_bytes": optimizers.state_bytes(optimizer), "peak_bytes": peak,
                 "peak_kind": peak_kind},
         time_={"wall_s": elapsed + common.now() - wall0,
                "step_ms_mean": float(np.mean(timed)) if timed else None,
@@ -244,8 +244,8 @@ def run(cfg: DictConfig) -> dict | None:
         wandb_path=logger.path,
     )
     if rank == 0:
-        path = common.record_path(cfg)
-        common.write_json_atomic(path, record)
+        path = records.record_path(cfg)
+        records.write_json_atomic(path, record)
         log.info("BLEU %.2f copy %.2f valid_ppl %.2f; record %s", metrics["bleu"],
                  metrics["copy_bleu"], metrics["valid_ppl"], path)
     logger.finish(record)

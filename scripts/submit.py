@@ -84,7 +84,7 @@ def compose_cells(overrides: list[list[str]]) -> list[tuple[Path, Path]]:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf, open_dict
 
-    from experiments.common import record_path
+    from experiments.records import record_path
 
     out = []
     GlobalHydra.instance().clear()

@@ -35,7 +35,7 @@ STEPPED = [pytest.param(o, marks=pytest.mark.slow) if o.startswith("torchao") el
 @pytest.mark.parametrize("optim", STEPPED)
 @pytest.mark.parametrize("task", TASKS)
 def test_every_task_optim_pair_composes_and_steps(task, optim):
-    from experiments import common
+    from experiments import common, optimizers
 
     cfg = compose([f"task={task}", f"optim={optim}", "scale=smoke"])
     assert cfg.optim_name == optim  # the name in records and outputs is the file's stem
@@ -44,14 +44,14 @@ def test_every_task_optim_pair_composes_and_steps(task, optim):
     model = torch.nn.Sequential(torch.nn.Linear(16, 256), torch.nn.LayerNorm(256),
                                 torch.nn.Linear(256, 4))
     # Exactly the call the runners make: identity from the YAML, hyperparameters from the task.
-    opt = common.build_optimizer(cfg, common.param_groups(model, hp.weight_decay), lr=hp.lr,
+    opt = optimizers.build_optimizer(cfg, common.param_groups(model, hp.weight_decay), lr=hp.lr,
                                  betas=hp.betas, eps=hp.eps, weight_decay=hp.weight_decay)
     assert isinstance(opt, torch.optim.Optimizer)
     before = [p.detach().clone() for p in model.parameters()]
     model(torch.randn(8, 16)).square().mean().backward()
     opt.step()
     assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
-    sizes = common.state_bytes(opt)
+    sizes = optimizers.state_bytes(opt)
     assert sizes["total"] == sizes["quantized"] + sizes["full_precision"] > 0
     if isinstance(opt, solo.optim._QuantizedAdam):
         # the bits the config's name promises are the bits the optimizer stores
@@ -96,22 +96,22 @@ def test_records_dir_defaults_to_results_runs(monkeypatch):
 
 @pytest.mark.parametrize("optim, default", [("solo_2bit", 0.525), ("adamw4bit", 0.9)])
 def test_beta1_override_replaces_the_default_beta1(optim, default):
-    from experiments import common
+    from experiments import optimizers
 
     params = [torch.nn.Parameter(torch.zeros(4))]
     for extra, beta1 in [([], default), (["beta1=0.6"], 0.6)]:
         cfg = compose([f"optim={optim}", *extra])
-        opt = common.build_optimizer(cfg, params, lr=1e-3, betas=[None, 0.999], eps=1e-8,
+        opt = optimizers.build_optimizer(cfg, params, lr=1e-3, betas=[None, 0.999], eps=1e-8,
                                      weight_decay=0.0)
         assert opt.param_groups[0]["betas"][0] == pytest.approx(beta1, abs=1e-3)
 
 
 def test_pair_knobs_from_the_command_line_reach_the_optimizer():
-    from experiments import common
+    from experiments import optimizers
 
     cfg = compose(["optim=solo_4_2bit", "+optim.block_size=[128,2048]",
                    "+optim.quantizers=[de,linear]"])
-    opt = common.build_optimizer(cfg, [torch.nn.Parameter(torch.zeros(4))], lr=1e-3,
+    opt = optimizers.build_optimizer(cfg, [torch.nn.Parameter(torch.zeros(4))], lr=1e-3,
                                  betas=[None, 0.999], eps=1e-8, weight_decay=0.0)
     assert opt.param_groups[0]["block_size"] == (128, 2048)
     assert opt.param_groups[0]["quantizers"] == ("de", "linear")

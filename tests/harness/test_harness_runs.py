@@ -10,7 +10,7 @@ import pytest
 import torch
 from harness_utils import SOLO_OPTIM, run_py
 
-from experiments import common, swin
+from experiments import common, records, swin
 
 RECORD_KEYS = {"task", "optim", "scale", "seed", "variant", "metrics", "memory", "time", "provenance",
                "config"}
@@ -175,11 +175,10 @@ def test_small_scale_adamw32_reaches_95_percent(run_smoke):
 def test_variant_runs_never_replace_a_table_cell(tmp_path):
     from omegaconf import OmegaConf
 
-    from experiments import common
 
     base = dict(records_dir=str(tmp_path), scale={"name": "small"}, task={"name": "swin"},
                 optim_name="solo_2bit", seed=2)
-    cell = common.record_path(OmegaConf.create({**base, "variant": ""}))
-    ablation = common.record_path(OmegaConf.create({**base, "variant": "optim.quantile=0.3"}))
+    cell = records.record_path(OmegaConf.create({**base, "variant": ""}))
+    ablation = records.record_path(OmegaConf.create({**base, "variant": "optim.quantile=0.3"}))
     assert cell == tmp_path / "small/swin/solo_2bit/seed2.json"
     assert ablation == tmp_path / "small/swin/solo_2bit/optim.quantile=0.3/seed2.json"
