@@ -8,10 +8,14 @@ Training lives in experiments/<task>.py; this file only wires things up.
 import hydra
 from omegaconf import DictConfig
 
+from experiments.optimizers import register_configs
+
+register_configs()  # optim=<name>: solo.presets and the peers, defined in Python only
+
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    # Imported lazily so a bad name or key fails before torch is even loaded.
+    # Imported lazily so a bad name or key fails before the task's libraries load.
     runner = hydra.utils.get_method(cfg.task.runner)
     runner(cfg)
 

@@ -1,7 +1,43 @@
-"""The optimizer a config names, built with the task's hyperparameters, and its state bytes."""
+"""Every optimizer a run can name: solo's presets and the peers, in one registry.
+
+``optim=<name>`` picks one: :func:`register_configs` puts each entry into Hydra's ConfigStore
+as the node ``{_target_: <module>.<name>, _partial_: true}`` (identity only: the task config
+sets lr, betas, eps and weight decay alike for every optimizer). There are no optimizer YAML
+files; a preset is defined once, in solo/presets.py, a peer once, here.
+"""
 
 import torch
 from omegaconf import DictConfig
+
+from solo.presets import PRESETS, Preset
+
+# Peers, built through the same Preset type; their libraries are imported on first use.
+torch_adamw = Preset("torch_adamw", "torch AdamW", "torch.optim.AdamW")
+# Block-wise DE states with a torch.compile'd step (the first step compiles for 10-50 s on a CPU).
+torchao_adamw8bit = Preset("torchao_adamw8bit", "torchao 8-bit AdamW", "torchao.optim.AdamW8bit")
+# Li et al.-style 4-bit states (arXiv 2309.01507), compiled like the 8-bit one.
+torchao_adamw4bit = Preset("torchao_adamw4bit", "torchao 4-bit AdamW", "torchao.optim.AdamW4bit")
+# Dettmers et al.; keeps tensors under 4096 elements in fp32.
+bnb_adamw8bit = Preset("bnb_adamw8bit", "bitsandbytes 8-bit AdamW", "bitsandbytes.optim.AdamW8bit")
+
+PEERS = {p.name: p for p in (torch_adamw, torchao_adamw8bit, torchao_adamw4bit, bnb_adamw8bit)}
+#: Every optimizer a run can name, solo's presets first.
+OPTIMIZERS = {**PRESETS, **PEERS}
+
+
+def target(name: str) -> str:
+    """The import path of the optimizer ``name`` (the ``_target_`` Hydra instantiates)."""
+    module = "solo.presets" if name in PRESETS else __name__
+    return f"{module}.{name}"
+
+
+def register_configs() -> None:
+    """Make every optimizer selectable as ``optim=<name>``; call before Hydra composes."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for name in OPTIMIZERS:
+        store.store(group="optim", name=name, node={"_target_": target(name), "_partial_": True})
 
 
 def state_bytes(optimizer: torch.optim.Optimizer) -> dict:
@@ -13,18 +49,14 @@ def state_bytes(optimizer: torch.optim.Optimizer) -> dict:
 
 
 def build_optimizer(cfg: DictConfig, params, *, lr, betas, eps, weight_decay):
-    """The optimizer the optim YAML names, with the task's hyperparameters.
+    """The optimizer ``cfg.optim`` names, with the task's hyperparameters.
 
-    A null beta1 means the optimizer's own default: the SOLO presets' precision rule, 0.9 for
-    the baselines and for torch.optim.
+    A null beta1 means the optimizer's own default (``Preset.beta1``: SOLO's precision rule
+    for the SOLO presets, 0.9 for the others); ``cfg.beta1`` replaces the task's.
     """
     from hydra.utils import instantiate
 
     betas = tuple(betas)
     if cfg.get("beta1") is not None:
         betas = (float(cfg.beta1), betas[1])
-    if betas[0] is None and not str(cfg.optim._target_).startswith("solo.presets."):
-        betas = (0.9, betas[1])
     return instantiate(cfg.optim)(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
-
-

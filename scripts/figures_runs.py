@@ -56,7 +56,9 @@ def _swin_v_snapshots(steps=STATE_STEPS) -> dict[int, list[torch.Tensor]]:
 
     import solo
     from experiments import common, swin
+    from experiments.optimizers import register_configs
 
+    register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["task=swin", "scale=small", "optim=adamw32"])
     hp = cfg.task.scales.small

@@ -84,8 +84,10 @@ def compose_cells(overrides: list[list[str]]) -> list[tuple[Path, Path]]:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf, open_dict
 
+    from experiments.optimizers import register_configs
     from experiments.records import record_path
 
+    register_configs()
     out = []
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

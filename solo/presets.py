@@ -1,11 +1,17 @@
 """Named optimizer configurations matching the papers' rows (method.md section 7).
 
-Each preset is ``f(params, lr=1e-3, betas=(None, 0.999), eps=1e-8, weight_decay=0.0, **kw)``
-returning a :class:`solo.AdamW` / :class:`solo.AdaBelief`; ``kw`` overrides any quantization
-knob. A beta1 of ``None`` means the preset's default: 0.9 for the baselines, and for the SOLO
-presets the precision rule of method.md section 6, ``adjusted_beta(0.9, bits_m, ref_bits=5)``
-(0.818 for 4-bit m, 0.692 for 3-bit, 0.525 for 2-bit): the paper calls the 5-bit column
-empirically feasible and its own code uses 0.8 for 4/2-bit. An explicit beta1 is used as given.
+Each preset is defined once, below, and everything else reads it: ``optim=<name>`` in Hydra
+(a ConfigStore fed from :data:`PRESETS`, experiments/optimizers.py), the tables' row labels
+and paper numbers (``label``), the figures, the benchmark and the tests. A preset is called
+like a torch.optim constructor::
+
+    opt = solo.presets.solo_4_2bit(params, lr=1e-3, betas=(None, 0.999), weight_decay=0.05)
+
+Keyword arguments beyond ``lr, betas, eps, weight_decay`` override the preset's knobs. A beta1
+of ``None`` means the preset's default: 0.9 for the baselines, and for the SOLO presets the
+precision rule of method.md section 6, ``adjusted_beta(0.9, bits_m, ref_bits=5)`` (0.818 for
+4-bit m, 0.692 for 3-bit, 0.525 for 2-bit): the paper calls the 5-bit column empirically
+feasible and its own code uses 0.8 for 4/2-bit. An explicit beta1 is used as given.
 
 =====================  ==========  ===========================  =========================
 preset                 optimizer   m (signed)                   v (unsigned)
@@ -26,8 +32,9 @@ adabelief_solo_4_2bit  AdaBelief   4-bit DE, B128, beta1 rule   2-bit log, B128,
 
 from __future__ import annotations
 
-import functools
+import importlib
 import logging
+from dataclasses import dataclass, field
 
 from .momentum import adjusted_beta
 from .optim import AdaBelief, AdamW
@@ -36,47 +43,85 @@ log = logging.getLogger(__name__)
 
 #: bits of m from which the SOLO beta1 rule starts (beta = 0.9 at 5 bits).
 SOLO_REF_BITS = 5
+#: ``Preset.beta1`` value that selects SOLO's precision rule for beta1.
+SOLO_RULE = "solo-rule"
 
-_CONFIGS = {
-    "adamw32": (AdamW, dict(bits=32, quantizers="none"), False),
-    "adamw_bf16": (AdamW, dict(bits=16, quantizers="bf16"), False),
-    "adamw8bit": (AdamW, dict(bits=8, quantizers="de"), False),
-    "adamw4bit": (AdamW, dict(bits=4, quantizers=("de", "linear")), False),
-    "adamw4bit_rank1": (AdamW, dict(bits=4, quantizers=("de", "rank1-linear"),
-                                    min_quantizable_size=4097), False),
-    "adamw2bit": (AdamW, dict(bits=2, quantizers=("de", "linear")), False),
-    "solo_4_2bit": (AdamW, dict(bits=(4, 2), quantizers=("de", "log")), True),
-    "solo_3bit": (AdamW, dict(bits=3, quantizers=("de", "log")), True),
-    "solo_2bit": (AdamW, dict(bits=2, quantizers=("de", "log")), True),
-    "adabelief32": (AdaBelief, dict(bits=32, quantizers="none"), False),
-    "adabelief_solo_4_2bit": (AdaBelief, dict(bits=(4, 2), quantizers=("de", "log")), True),
-}
+
+@dataclass(frozen=True, eq=False)
+class Preset:
+    """A named optimizer configuration; calling it builds the optimizer.
+
+    name: the one name of this configuration everywhere: ``optim=<name>``, run folders,
+        record paths, W&B runs. Equal to the module attribute that holds the preset.
+    label: its row label in tables. For a row of the papers' tables, the name exactly as the
+        paper prints it: the paper's numbers (results/paper/*.csv) are looked up by it.
+    optimizer: the optimizer class, or its import path (``"torchao.optim.AdamW8bit"``) for an
+        optional peer, imported on first use.
+    knobs: keyword arguments given to the optimizer (``bits``, ``quantizers``, ...).
+    beta1: the beta1 used when the caller passes ``None``: a number, or :data:`SOLO_RULE`.
+    """
+
+    name: str
+    label: str
+    optimizer: type | str
+    knobs: dict = field(default_factory=dict)
+    beta1: float | str = 0.9
+
+    def default_beta1(self) -> float:
+        """The beta1 this preset uses when the caller gives none."""
+        if self.beta1 != SOLO_RULE:
+            return float(self.beta1)
+        bits = self.knobs["bits"]
+        bits_m = bits[0] if isinstance(bits, tuple) else bits
+        return round(adjusted_beta(0.9, bits_m, SOLO_REF_BITS), 3)
+
+    def optimizer_class(self) -> type:
+        if not isinstance(self.optimizer, str):
+            return self.optimizer
+        module, _, attr = self.optimizer.rpartition(".")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise ImportError(f"optimizer {self.name!r} needs {self.optimizer}, which cannot be "
+                              f"imported here ({e}); install it or pick another optimizer") from e
+
+    def __call__(self, params, lr=1e-3, betas=(None, 0.999), eps=1e-8, weight_decay=0.0, **kw):
+        beta1, beta2 = betas
+        if beta1 is None:
+            beta1 = self.default_beta1()
+            log.info("%s: beta1 = %.3f (preset default)", self.name, beta1)
+        return self.optimizer_class()(params, lr=lr, betas=(beta1, beta2), eps=eps,
+                                      weight_decay=weight_decay, **{**self.knobs, **kw})
+
+
+adamw32 = Preset("adamw32", "32-bit AdamW", AdamW, dict(bits=32, quantizers="none"))
+adamw_bf16 = Preset("adamw_bf16", "16-bit AdamW", AdamW, dict(bits=16, quantizers="bf16"))
+adamw8bit = Preset("adamw8bit", "8-bit AdamW", AdamW, dict(bits=8, quantizers="de"))
+adamw4bit = Preset("adamw4bit", "4-bit AdamW", AdamW, dict(bits=4, quantizers=("de", "linear")))
+# Li et al. (arXiv 2309.01507) keep tensors of at most 4096 elements in fp32 with rank-1 v.
+adamw4bit_rank1 = Preset("adamw4bit_rank1", "4-bit AdamW, rank-1 v", AdamW,
+                         dict(bits=4, quantizers=("de", "rank1-linear"),
+                              min_quantizable_size=4097))
+adamw2bit = Preset("adamw2bit", "2-bit AdamW", AdamW, dict(bits=2, quantizers=("de", "linear")))
+solo_4_2bit = Preset("solo_4_2bit", "SOLO 4/2-bit AdamW", AdamW,
+                     dict(bits=(4, 2), quantizers=("de", "log")), beta1=SOLO_RULE)
+solo_3bit = Preset("solo_3bit", "SOLO 3-bit AdamW", AdamW,
+                   dict(bits=3, quantizers=("de", "log")), beta1=SOLO_RULE)
+solo_2bit = Preset("solo_2bit", "SOLO 2-bit AdamW", AdamW,
+                   dict(bits=2, quantizers=("de", "log")), beta1=SOLO_RULE)
+adabelief32 = Preset("adabelief32", "32-bit AdaBelief", AdaBelief,
+                     dict(bits=32, quantizers="none"))
+adabelief_solo_4_2bit = Preset("adabelief_solo_4_2bit", "SOLO 4/2-bit AdaBelief", AdaBelief,
+                               dict(bits=(4, 2), quantizers=("de", "log")), beta1=SOLO_RULE)
+
+#: Every preset above by name, in the order defined (the order tables list them): defining a
+#: preset is the one step that registers it.
+PRESETS = {v.name: v for v in list(globals().values()) if isinstance(v, Preset)}
 
 
 def default_beta1(name: str) -> float:
-    """The beta1 a preset uses when the caller gives none."""
-    _, knobs, solo_rule = _CONFIGS[name]
-    if not solo_rule:
-        return 0.9
-    bits = knobs["bits"]
-    bits_m = bits[0] if isinstance(bits, tuple) else bits
-    return round(adjusted_beta(0.9, bits_m, SOLO_REF_BITS), 3)
+    """The beta1 the preset ``name`` uses when the caller gives none."""
+    return PRESETS[name].default_beta1()
 
 
-def _make(name, params, lr=1e-3, betas=(None, 0.999), eps=1e-8, weight_decay=0.0, **kw):
-    cls, knobs, _ = _CONFIGS[name]
-    beta1, beta2 = betas
-    if beta1 is None:
-        beta1 = default_beta1(name)
-        log.info("%s: beta1 = %.3f (preset default)", name, beta1)
-    return cls(params, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
-               **{**knobs, **kw})
-
-
-PRESETS = {}
-for _name in _CONFIGS:
-    PRESETS[_name] = functools.partial(_make, _name)
-    PRESETS[_name].__doc__ = f"The {_name!r} preset (see module docstring)."
-    globals()[_name] = PRESETS[_name]
-
-__all__ = ["PRESETS", "default_beta1", *PRESETS]
+__all__ = ["Preset", "PRESETS", "SOLO_RULE", "default_beta1", *PRESETS]

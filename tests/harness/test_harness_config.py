@@ -8,9 +8,10 @@ import torch
 from harness_utils import ROOT, compose, run_py
 
 import solo
+from experiments.optimizers import OPTIMIZERS
 
 TASKS = sorted(p.stem for p in (ROOT / "conf" / "task").glob("*.yaml"))
-OPTIMS = sorted(p.stem for p in (ROOT / "conf" / "optim").glob("*.yaml"))
+OPTIMS = sorted(OPTIMIZERS)  # the registry: solo.presets and the peers
 SCALES = sorted(p.stem for p in (ROOT / "conf" / "scale").glob("*.yaml"))
 
 
@@ -54,10 +55,19 @@ def test_every_task_optim_pair_composes_and_steps(task, optim):
     sizes = optimizers.state_bytes(opt)
     assert sizes["total"] == sizes["quantized"] + sizes["full_precision"] > 0
     if isinstance(opt, solo.optim._QuantizedAdam):
-        # the bits the config's name promises are the bits the optimizer stores
-        bits = [int(b) for b in re.findall(r"\d+", optim.removesuffix("_rank1").split("_", 1)[-1])]
-        bits = bits if len(bits) == 2 else bits * 2
-        assert [c.bits for c in opt.codecs(opt.param_groups[0], torch.empty(8192))] == bits
+        # the bits (and block size) the config's name promises are what the optimizer stores
+        codecs = opt.codecs(opt.param_groups[0], torch.empty(8192))
+        assert [c.bits for c in codecs] == promised_bits(optim)
+        block = re.search(r"_b(\d+)$", optim)
+        if block:
+            assert {c.block_size for c in codecs} == {int(block[1])}
+
+
+def promised_bits(name):
+    """[m bits, v bits] a preset's name promises: adamw32, adamw_bf16, solo_4_2bit, ..."""
+    core = re.sub(r"_(rank1|b\d+)$", "", name).split("_", 1)[-1]
+    bits = [int(b) for b in re.findall(r"\d+", core)]
+    return bits if len(bits) == 2 else bits * 2
 
 
 def test_unknown_task_exits_nonzero_and_lists_the_valid_ones():
@@ -78,15 +88,13 @@ def test_a_typo_in_a_key_names_the_key(key):
     assert out.returncode != 0 and key.split(".")[-1] in out.stderr
 
 
-def test_optimizer_configs_hold_only_the_identity():
+@pytest.mark.parametrize("optim", OPTIMS)
+def test_optimizer_configs_hold_only_the_identity(optim):
     # Hyperparameters live in the task config so every optimizer gets the same ones.
-    import yaml
-
-    for optim in OPTIMS:
-        spec = yaml.safe_load((ROOT / "conf" / "optim" / f"{optim}.yaml").read_text())
-        assert spec["_partial_"] is True and "lr" not in spec, optim
-        if optim.startswith(("adam", "solo", "adabelief")):
-            assert spec["_target_"] == f"solo.presets.{optim}"
+    spec = compose([f"optim={optim}"]).optim
+    assert dict(spec) == {"_target_": spec._target_, "_partial_": True}
+    assert spec._target_ == (f"solo.presets.{optim}" if optim in solo.PRESETS
+                             else f"experiments.optimizers.{optim}")
 
 
 def test_records_dir_defaults_to_results_runs(monkeypatch):
