@@ -7,7 +7,6 @@ files; a preset is defined once, in solo/presets.py, a peer once, here.
 """
 
 import torch
-from omegaconf import DictConfig
 
 from solo.presets import PRESETS, Preset
 
@@ -48,8 +47,9 @@ def state_bytes(optimizer: torch.optim.Optimizer) -> dict:
     return {k: int(v) for k, v in count(optimizer).items()}
 
 
-def build_optimizer(cfg: DictConfig, params, *, lr, betas, eps, weight_decay):
-    """The optimizer ``cfg.optim`` names, with the task's hyperparameters.
+def build_optimizer(cfg, params, *, lr, betas, eps, weight_decay):
+    """The optimizer ``cfg.optim`` (of the run's composed config) names, with the task's
+    hyperparameters.
 
     A null beta1 means the optimizer's own default (``Preset.beta1``: SOLO's precision rule
     for the SOLO presets, 0.9 for the others); ``cfg.beta1`` replaces the task's.

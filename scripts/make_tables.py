@@ -8,56 +8,28 @@ Every cell shows the paper's value beside ours (mean ± std over seeds, n, scale
 a cell with no records shows the exact `run.py` command that fills it. The output is
 deterministic (sorted, fixed float formats, no timestamps) so it can be golden-tested.
 
-Standard library only on purpose: tables must be buildable on a laptop that has the records
-but not hydra, torch or solo installed.
+Rows and their labels come from the optimizer registry (solo.presets and the peers of
+experiments/optimizers.py): a table lists the presets whose label is a row of the paper's
+table, in registry order, then any other preset with records for the table's tasks. Records
+are read through experiments/records.py, which validates each one. No hydra or omegaconf.
 """
 
 import argparse
 import csv
-import json
-import math
 import statistics
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/, solo/
+from experiments.optimizers import OPTIMIZERS  # noqa: E402
+from experiments.records import RecordError, load_records  # noqa: E402
+
+__all__ = ["RecordError", "make_tables", "main"]
 
 SCALE_ORDER = ("smoke", "small", "paper")
 # The scale the commands use when no records exist at all: what `make run` runs.
 DEFAULT_SCALE = "small"
 
-ADAMW_ROWS = [
-    ("adamw32", "32-bit AdamW"),
-    ("adamw_bf16", "16-bit AdamW"),
-    ("adamw8bit", "8-bit AdamW"),
-    ("adamw4bit", "4-bit AdamW"),
-    ("adamw2bit", "2-bit AdamW"),
-    ("solo_4_2bit", "SOLO 4/2-bit AdamW"),
-    ("solo_2bit", "SOLO 2-bit AdamW"),
-]
-ADABELIEF_ROWS = [
-    ("adabelief32", "32-bit AdaBelief"),
-    ("adabelief_solo_4_2bit", "SOLO 4/2-bit AdaBelief"),
-]
-# Which optimizers the paper runs per task: the grid of the memory table.
-TASK_OPTIMS = {
-    "swin": ADAMW_ROWS,
-    "transformer": ADAMW_ROWS,
-    "dcn": ADAMW_ROWS,
-    "llama": ADAMW_ROWS + ADABELIEF_ROWS,
-}
-
-REQUIRED_KEYS = {
-    "task": str,
-    "optim": str,
-    "scale": str,
-    "seed": int,
-    "metrics": dict,
-    "memory": dict,
-    "time": dict,
-    "provenance": dict,
-    "config": dict,
-}
-# Metrics the tables read; each must be a finite number when a record has it.
-TABLE_METRICS = ("top1", "top5", "bleu", "auc", "logloss", "mmlu", "arc_e", "arc_c", "obqa", "siqa")
 # Where a record may say how many parameters the model has (for bytes/param).
 PARAM_COUNT_KEYS = ("n_params", "num_params", "params")
 
@@ -75,58 +47,7 @@ LEGEND = (
 )
 
 
-class RecordError(ValueError):
-    """A record file that cannot be used; the message starts with its path."""
-
-
 # ----------------------------------------------------------------------------- records
-
-
-def _is_number(x):
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def validate_record(path, rec, root):
-    """Raise RecordError naming `path` if `rec` is not a usable run record."""
-    if not isinstance(rec, dict):
-        raise RecordError(f"{path}: top level must be a JSON object, got {type(rec).__name__}")
-    missing = sorted(k for k in REQUIRED_KEYS if k not in rec)
-    if missing:
-        raise RecordError(f"{path}: missing key(s) {', '.join(missing)}")
-    for key, typ in REQUIRED_KEYS.items():
-        val = rec[key]
-        if not isinstance(val, typ) or isinstance(val, bool):
-            raise RecordError(f"{path}: '{key}' must be {typ.__name__}, got {type(val).__name__}")
-    for name in TABLE_METRICS:
-        val = rec["metrics"].get(name)
-        if val is not None and not _is_number(val):
-            raise RecordError(f"{path}: metrics.{name} must be a finite number, got {val!r}")
-    state = rec["memory"].get("state_bytes")
-    if not isinstance(state, dict) or not _is_number(state.get("total")):
-        raise RecordError(f"{path}: memory.state_bytes.total must be a number")
-    # The path is the index: a record filed under the wrong cell would silently mislabel a table.
-    expected = (rec["scale"], rec["task"], rec["optim"], f"seed{rec['seed']}.json")
-    actual = Path(path).relative_to(root).parts
-    if tuple(actual) != expected:
-        raise RecordError(
-            f"{path}: record says {'/'.join(expected)} but lies at {'/'.join(actual)}"
-        )
-
-
-def load_records(root):
-    """All records under `root` (`<scale>/<task>/<optim>/seed<k>.json`), sorted by path."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    records = []
-    for path in sorted(root.glob("*/*/*/seed*.json")):
-        try:
-            rec = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise RecordError(f"{path}: not valid JSON ({e})") from None
-        validate_record(path, rec, root)
-        records.append(rec)
-    return records
 
 
 def index_records(records):
@@ -151,9 +72,29 @@ def scales_for(cells, tasks):
 
 
 def load_paper(paper_dir, name):
-    """Rows of results/paper/<name>.csv keyed by preset (`optim`), else by the printed label."""
+    """Rows of results/paper/<name>.csv keyed by the row name as the paper prints it."""
     with open(Path(paper_dir) / f"{name}.csv", newline="") as f:
-        return {row["optim"] or row["optimizer"]: row for row in csv.DictReader(f)}
+        return {row["optimizer"]: row for row in csv.DictReader(f)}
+
+
+def optimizer_name(entry):
+    """'AdamW', 'AdaBelief', 'AdamW8bit', ...: the class a registry entry builds."""
+    cls = entry.optimizer
+    return cls.rpartition(".")[2] if isinstance(cls, str) else cls.__name__
+
+
+def table_rows(spec, paper, cells):
+    """(optim, label) per row: the rows the paper has no run for (optim None), the registry's
+    entries whose label is a row of the paper's table, then the other entries of the table's
+    optimizer family (spec["family"]) with records for its tasks; registry order."""
+    tasks = {c["task"] for c in spec["columns"]}
+    with_records = {o for (_, t, o) in cells if t in tasks}
+    rows = [(None, label) for label in spec.get("no_run", ())]
+    rows += [(name, o.label) for name, o in OPTIMIZERS.items() if o.label in paper]
+    rows += [(name, o.label) for name, o in OPTIMIZERS.items()
+             if o.label not in paper and name in with_records
+             and optimizer_name(o).startswith(spec["family"])]
+    return rows
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -162,10 +103,6 @@ def load_paper(paper_dir, name):
 def hardware_label(rec):
     """Short hardware name: the GPU model (e.g. H100) if a GPU was used, else cpu."""
     gpu = rec["provenance"].get("gpu")
-    if isinstance(gpu, list):
-        gpu = gpu[0] if gpu else None
-    if isinstance(gpu, dict):
-        gpu = gpu.get("name")
     if not gpu:
         return "cpu"
     words = str(gpu).replace("NVIDIA", "").split()
@@ -252,7 +189,7 @@ TABLE1 = {
     "name": "table1",
     "title": "Table 1 (SOLO, arXiv 2505.00347): training from scratch",
     "paper_csv": "solo_table1",
-    "rows": ADAMW_ROWS,
+    "family": "AdamW",
     "columns": [
         dict(header="Swin-T ACC@1", task="swin", paper="swin_top1", get=metric("top1"), decimals=2),
         dict(header="Swin-T ACC@5", task="swin", paper="swin_top5", get=metric("top5"), decimals=2),
@@ -282,7 +219,7 @@ TABLE2A = {
     "name": "table2a",
     "title": "Table 2a (SOLO, arXiv 2505.00347): LLaMA instruction tuning, state memory, time",
     "paper_csv": "solo_table2a",
-    "rows": [("pretrained", "pretrained")] + ADAMW_ROWS,
+    "family": "AdamW",
     "columns": LLAMA_COLUMNS
     + [
         # GB = 2^30 bytes; paper units are GB and hours, ours scale to whatever unit fits.
@@ -306,24 +243,23 @@ TABLE2A = {
         ),
     ],
     # The paper has no run behind the pretrained row: it is the model before fine-tuning.
-    "no_run": {"pretrained"},
+    "no_run": ["pretrained"],
 }
 
 TABLE_ADABELIEF = {
     "name": "table2a_adabelief",
     "title": "AdaBelief on LLaMA-7B (SOLO, arXiv 2505.00347)",
     "paper_csv": "solo_adabelief",
-    "rows": ADABELIEF_ROWS,
+    "family": "AdaBelief",
     "columns": LLAMA_COLUMNS,
 }
 
 
 def build_rows(spec, paper, cells, scale):
     """Table body: one row per optimizer; per column a (paper, ours) pair of strings."""
-    no_run = spec.get("no_run", set())
     rows = []
-    for optim, label in spec["rows"]:
-        prow = paper.get(optim, {})
+    for optim, label in table_rows(spec, paper, cells):
+        prow = paper.get(label, {})
         pairs = []
         commanded = set()  # one missing run fills every column of its task: say it once
         for col in spec["columns"]:
@@ -334,7 +270,7 @@ def build_rows(spec, paper, cells, scale):
             # Δ only where ours and the paper share a unit and the paper printed a number
             ref = None if col.get("units") else paper_float(prow.get(col["paper"]))
             ours = ours_cell(recs, col["get"], col["decimals"], ref, col.get("units"))
-            if optim in no_run:
+            if optim is None:
                 ours = "—"
             elif ours is None and recs:
                 ours = "no value in records"
@@ -344,7 +280,7 @@ def build_rows(spec, paper, cells, scale):
                 ours = command(col["task"], optim, scale)
                 commanded.add(col["task"])
             pairs.append((ptext, ours))
-        shown = "—" if optim in no_run else f"`{optim}`"
+        shown = "—" if optim is None else f"`{optim}`"
         rows.append((label, shown, pairs))
     return rows
 
@@ -456,12 +392,12 @@ def render_tex(spec, paper, cells, records_label):
 
 def param_count(rec):
     for key in PARAM_COUNT_KEYS:
-        if _is_number(rec["memory"].get(key)):
+        if isinstance(rec["memory"].get(key), int):
             return rec["memory"][key]
     return None
 
 
-def render_memory(paper2a, cells, records_label):
+def render_memory(papers, cells, records_label):
     """Optimizer-state memory per task and optimizer, from records (GB = 2^30 bytes)."""
     out = [
         "# Optimizer-state memory per task and optimizer",
@@ -474,10 +410,13 @@ def render_memory(paper2a, cells, records_label):
         "A row without records shows the command that fills it.",
         "",
     ]
-    grid = {(t, o) for t, rows in TASK_OPTIMS.items() for o, _ in rows}
+    # The grid: every (task, optimizer) cell of the paper tables, and any other with records.
+    grid = {(c["task"], o) for spec in TABLES for c in spec["columns"]
+            for o, _ in table_rows(spec, papers[spec["paper_csv"]], {}) if o}
     grid |= {(t, o) for (_, t, o) in cells}
-    task_order = list(TASK_OPTIMS)
-    optim_order = [o for o, _ in ADAMW_ROWS + ADABELIEF_ROWS]
+    task_order = list(dict.fromkeys(c["task"] for spec in TABLES for c in spec["columns"]))
+    optim_order = list(OPTIMIZERS)
+    paper2a = papers[TABLE2A["paper_csv"]]
 
     def order(item):
         t, o = item
@@ -503,7 +442,8 @@ def render_memory(paper2a, cells, records_label):
         body = []
         for task, optim in sorted(grid, key=order):
             recs = cells.get((scale, task, optim), [])
-            ppaper = paper2a.get(optim, {}).get("state_memory_gb", "") if task == "llama" else ""
+            label = OPTIMIZERS[optim].label if optim in OPTIMIZERS else None
+            ppaper = paper2a.get(label, {}).get("state_memory_gb", "") if task == "llama" else ""
             ppaper = f"{ppaper} GB" if ppaper else "—"
             if not recs:
                 body.append(
@@ -512,15 +452,14 @@ def render_memory(paper2a, cells, records_label):
                 continue
 
             def part(name, recs=recs):
-                vals = [r["memory"]["state_bytes"].get(name) for r in recs]
-                vals = [v for v in vals if _is_number(v)]
-                return fmt_mean_std(vals, 2, BYTE_UNITS, hide_zero_std=True) if vals else "—"
+                vals = [r["memory"]["state_bytes"][name] for r in recs]
+                return fmt_mean_std(vals, 2, BYTE_UNITS, hide_zero_std=True)
 
             per_param = [
                 r["memory"]["state_bytes"]["total"] / param_count(r) for r in recs if param_count(r)
             ]
             peaks = [r["memory"].get("peak_bytes") for r in recs]
-            peaks = [p for p in peaks if _is_number(p)]
+            peaks = [p for p in peaks if p is not None]
             kinds = sorted({str(r["memory"].get("peak_kind", "?")) for r in recs})
             peak = (
                 f"{fmt_mean_std(peaks, 2, BYTE_UNITS, hide_zero_std=True)} ({'/'.join(kinds)})"
@@ -548,19 +487,22 @@ def render_memory(paper2a, cells, records_label):
 # ----------------------------------------------------------------------------- main
 
 
+TABLES = [TABLE1, TABLE2A, TABLE_ADABELIEF]
+
+
 def make_tables(records_dir, paper_dir, out_dir, records_label=None):
     """Write all tables; return {file name: text}. Raises RecordError on a bad record."""
     records_label = records_label or str(records_dir)
     cells = index_records(load_records(records_dir))
-    p1 = load_paper(paper_dir, TABLE1["paper_csv"])
-    p2a = load_paper(paper_dir, TABLE2A["paper_csv"])  # "pretrained" keyed by its label
-    adabelief = (TABLE_ADABELIEF, load_paper(paper_dir, TABLE_ADABELIEF["paper_csv"]))
+    papers = {spec["paper_csv"]: load_paper(paper_dir, spec["paper_csv"]) for spec in TABLES}
+    p1, p2a = papers[TABLE1["paper_csv"]], papers[TABLE2A["paper_csv"]]
+    adabelief = (TABLE_ADABELIEF, papers[TABLE_ADABELIEF["paper_csv"]])
     texts = {
         "table1.md": render_md(TABLE1, p1, cells, records_label),
         "table1.tex": render_tex(TABLE1, p1, cells, records_label),
         "table2a.md": render_md(TABLE2A, p2a, cells, records_label, extra=[adabelief]),
         "table2a.tex": render_tex(TABLE2A, p2a, cells, records_label),
-        "memory.md": render_memory(p2a, cells, records_label),
+        "memory.md": render_memory(papers, cells, records_label),
     }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
