@@ -289,9 +289,17 @@ def build_rows(spec, paper, cells, scale):
 
 
 def md_table(header, rows):
+    """The one markdown renderer: a header and rows of cell strings."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def md_columns(layout, rows, **fill):
+    """A table from a layout, [(header, cell function of a row)], and rows; headers are
+    str.format templates filled from ``fill``."""
+    return md_table([h.format(**fill) for h, _ in layout], [[cell(r) for _, cell in layout]
+                                                           for r in rows])
 
 
 def md_sections(spec, paper, cells, level):
@@ -397,6 +405,50 @@ def param_count(rec):
     return None
 
 
+def _if_records(cell):
+    """A memory-table cell that is blank in a row without records."""
+    return lambda row: cell(row, row["recs"]) if row["recs"] else ""
+
+
+def _state_bytes(name):
+    def cell(row):
+        if not row["recs"]:  # the first value column of a row without records: how to fill it
+            return command(row["task"], row["optim"], row["scale"]) if name == "total" else ""
+        vals = [r["memory"]["state_bytes"][name] for r in row["recs"]]
+        return fmt_mean_std(vals, 2, BYTE_UNITS, hide_zero_std=True)
+
+    return cell
+
+
+def _bytes_per_param(row, recs):
+    per_param = [r["memory"]["state_bytes"]["total"] / param_count(r) for r in recs
+                 if param_count(r)]
+    return fmt_mean_std(per_param, 3, hide_zero_std=True) if per_param else "—"
+
+
+def _peak(row, recs):
+    peaks = [r["memory"]["peak_bytes"] for r in recs if r["memory"].get("peak_bytes") is not None]
+    kinds = sorted({str(r["memory"].get("peak_kind", "?")) for r in recs})
+    if not peaks:
+        return "—"
+    return f"{fmt_mean_std(peaks, 2, BYTE_UNITS, hide_zero_std=True)} ({'/'.join(kinds)})"
+
+
+# One row per (task, optimizer): {task, optim, scale, recs, paper_gb}.
+MEMORY_COLUMNS = [
+    ("task", lambda row: row["task"]),
+    ("optim", lambda row: f"`{row['optim']}`"),
+    ("state total", _state_bytes("total")),
+    ("quantized", _state_bytes("quantized")),
+    ("full precision", _state_bytes("full_precision")),
+    ("bytes/param", _if_records(_bytes_per_param)),
+    ("peak memory", _if_records(_peak)),
+    ("n", lambda row: f"{len(row['recs'])} ({'+'.join(sorted({hardware_label(r) for r in row['recs']}))})"
+     if row["recs"] else "0"),
+    ("paper (LLaMA-7B)", lambda row: f"{row['paper_gb']} GB" if row["paper_gb"] else "—"),
+]
+
+
 def render_memory(papers, cells, records_label):
     """Optimizer-state memory per task and optimizer, from records (GB = 2^30 bytes)."""
     out = [
@@ -427,61 +479,44 @@ def render_memory(papers, cells, records_label):
             o,
         )
 
-    header = [
-        "task",
-        "optim",
-        "state total",
-        "quantized",
-        "full precision",
-        "bytes/param",
-        "peak memory",
-        "n",
-        "paper (LLaMA-7B)",
-    ]
     for scale in scales_for(cells, {t for t, _ in grid}):
-        body = []
+        rows = []
         for task, optim in sorted(grid, key=order):
-            recs = cells.get((scale, task, optim), [])
             label = OPTIMIZERS[optim].label if optim in OPTIMIZERS else None
-            ppaper = paper2a.get(label, {}).get("state_memory_gb", "") if task == "llama" else ""
-            ppaper = f"{ppaper} GB" if ppaper else "—"
-            if not recs:
-                body.append(
-                    [task, f"`{optim}`", command(task, optim, scale), "", "", "", "", "0", ppaper]
-                )
-                continue
-
-            def part(name, recs=recs):
-                vals = [r["memory"]["state_bytes"][name] for r in recs]
-                return fmt_mean_std(vals, 2, BYTE_UNITS, hide_zero_std=True)
-
-            per_param = [
-                r["memory"]["state_bytes"]["total"] / param_count(r) for r in recs if param_count(r)
-            ]
-            peaks = [r["memory"].get("peak_bytes") for r in recs]
-            peaks = [p for p in peaks if p is not None]
-            kinds = sorted({str(r["memory"].get("peak_kind", "?")) for r in recs})
-            peak = (
-                f"{fmt_mean_std(peaks, 2, BYTE_UNITS, hide_zero_std=True)} ({'/'.join(kinds)})"
-                if peaks
-                else "—"
-            )
-            hw = "+".join(sorted({hardware_label(r) for r in recs}))
-            body.append(
-                [
-                    task,
-                    f"`{optim}`",
-                    part("total"),
-                    part("quantized"),
-                    part("full_precision"),
-                    fmt_mean_std(per_param, 3, hide_zero_std=True) if per_param else "—",
-                    peak,
-                    f"{len(recs)} ({hw})",
-                    ppaper,
-                ]
-            )
-        out += [f"## scale: {scale}", "", md_table(header, body), ""]
+            paper_gb = paper2a.get(label, {}).get("state_memory_gb", "") if task == "llama" else ""
+            rows.append(dict(task=task, optim=optim, scale=scale, paper_gb=paper_gb,
+                             recs=cells.get((scale, task, optim), [])))
+        out += [f"## scale: {scale}", "", md_columns(MEMORY_COLUMNS, rows), ""]
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+# ----------------------------------------------------------------------------- benchmark tables
+# Layouts of the tables of scripts/memory_table.py and scripts/e2e_table.py, which compute the
+# rows (dicts) and render them here. Headers may hold {placeholders} filled by md_columns.
+
+# One row per preset: {preset, n_params, bytes, paper_gb (as printed, "" if none)}.
+LLAMA7B_MEMORY_COLUMNS = [
+    ("preset", lambda r: r["preset"]),
+    ("bits/param (m+v)", lambda r: f"{8 * r['bytes'] / r['n_params']:.3f}"),
+    ("bytes", lambda r: f"{r['bytes']:,}"),
+    ("ours GB", lambda r: f"{r['bytes'] / GIB:.2f}"),
+    ("paper GB", lambda r: r["paper_gb"] or "—"),
+    ("ours - paper", lambda r: f"{r['bytes'] / GIB - float(r['paper_gb']):+.2f}"
+     if r["paper_gb"] else ""),
+]
+
+# One row per (task, optimizer): {task, optim, runs: [{train_s, step_ms_mean, wall_s}, ...],
+# train_s_mean, ratio_train}; {baseline} is the optimizer the ratio divides by.
+E2E_COLUMNS = [
+    ("task", lambda r: r["task"]),
+    ("optimizer", lambda r: r["optim"]),
+    ("runs", lambda r: str(len(r["runs"]))),
+    ("train s (each run)", lambda r: ", ".join(f"{x['train_s']:.0f}" for x in r["runs"])),
+    ("mean train s", lambda r: f"{r['train_s_mean']:.0f}"),
+    ("x {baseline}", lambda r: f"{r['ratio_train']:.3f}"),
+    ("optimizer step ms", lambda r: f"{statistics.mean(x['step_ms_mean'] for x in r['runs']):.2f}"),
+    ("wall s", lambda r: f"{statistics.mean(x['wall_s'] for x in r['runs']):.0f}"),
+]
 
 
 # ----------------------------------------------------------------------------- main

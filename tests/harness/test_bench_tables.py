@@ -1,0 +1,63 @@
+"""The e2e and LLaMA-7B memory tables: same renderer and layouts as make_tables, same records
+reader; regenerating them from the committed inputs gives the committed files."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from harness_utils import ROOT
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import make_tables  # noqa: E402
+
+E2E = ROOT / "results" / "bench" / "e2e"
+
+
+def _e2e(*args):
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "e2e_table.py"), *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+def test_e2e_table_from_the_committed_records_is_the_committed_table(tmp_path):
+    out = _e2e("--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "e2e.md").read_text() == (ROOT / "results" / "bench" / "e2e.md").read_text()
+    def runs(path):  # record paths are absolute: where the checkout was
+        rows = json.loads(path.read_text())
+        return [[{k: v for k, v in x.items() if k != "record"} for x in r["runs"]] for r in rows]
+
+    assert runs(tmp_path / "e2e.json") == runs(ROOT / "results" / "bench" / "e2e.json")
+
+
+def test_e2e_table_names_a_bad_record_and_an_unknown_optimizer(tmp_path):
+    shutil.copytree(E2E / "rep1", tmp_path / "rep1")
+    bad = tmp_path / "rep1" / "small" / "swin" / "solo_4_2bit" / "seed0.json"
+    rec = json.loads(bad.read_text())
+    rec["time"]["wall_s"] = "slow"
+    bad.write_text(json.dumps(rec))
+    out = _e2e("--records", str(tmp_path / "rep1"), "--out", str(tmp_path / "out"))
+    assert out.returncode != 0 and f"{bad}: time.wall_s must be number" in out.stderr
+    out = _e2e("--optims", "adamw32", "adamw3bit", "--out", str(tmp_path / "out"))
+    assert out.returncode != 0 and "invalid choice: 'adamw3bit'" in out.stderr
+
+
+def test_llama7b_memory_layout():
+    rows = [{"preset": "adamw32", "n_params": 2**30, "bytes": 8 * 2**30, "paper_gb": "8.10"},
+            {"preset": "solo_3bit", "n_params": 2**30, "bytes": 2**29, "paper_gb": ""}]
+    assert make_tables.md_columns(make_tables.LLAMA7B_MEMORY_COLUMNS, rows).splitlines() == [
+        "| preset | bits/param (m+v) | bytes | ours GB | paper GB | ours - paper |",
+        "|---|---|---|---|---|---|",
+        "| adamw32 | 64.000 | 8,589,934,592 | 8.00 | 8.10 | -0.10 |",
+        "| solo_3bit | 4.000 | 536,870,912 | 0.50 | — |  |"]
+
+
+@pytest.mark.slow
+def test_llama7b_memory_table_is_the_committed_one(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "memory_table.py"), "--out",
+                          str(tmp_path / "llama7b.md")], capture_output=True, text=True, cwd=ROOT,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "llama7b.md").read_text() == (
+        ROOT / "results" / "memory" / "llama7b.md").read_text()
