@@ -12,7 +12,10 @@ one more step minus the resident set before it, with glibc's mmap threshold pinn
 so that every large temporary is mapped on allocation and unmapped on free (page-granular;
 torch's profiler records no CPU allocations in this build). On CUDA, max_memory_allocated.
 
-Our quantized presets use the fused CPU step (solo/fused.py) when it builds;
+Every optimizer of the registry runs (solo.presets and the peers of experiments/optimizers.py,
+all with lr 1e-3, betas (preset default, 0.999), no weight decay; a peer whose library is
+missing is reported as failed), plus torch's AdamW with foreach and fused, the baseline of the
+ratio. Our quantized presets use the fused CPU step (solo/fused.py) when it builds;
 ``solo_4_2bit_reference`` is our eager reference, ``solow_4_2bit`` the reference SOLO
 implementation (scripts/solow_adapter.py; ``make solow`` fetches it).
 """
@@ -25,15 +28,16 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import solow_adapter
 import torch
 
-import solo
-
-OURS = ["adamw32", "solo_4_2bit", "solo_2bit", "adamw8bit", "adamw4bit"]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's solo/, experiments/
+import solo  # noqa: E402
+from experiments.optimizers import OPTIMIZERS  # noqa: E402
 
 
 def transformer_params(target: int, d: int = 512) -> list[torch.nn.Parameter]:
@@ -47,26 +51,14 @@ def transformer_params(target: int, d: int = 512) -> list[torch.nn.Parameter]:
 
 
 def peers() -> dict:
-    out = {"torch_adamw_foreach": lambda p: torch.optim.AdamW(p, lr=1e-3, foreach=True),
-           "torch_adamw_fused": lambda p: torch.optim.AdamW(p, lr=1e-3, fused=True)}
-    for name in OURS:
-        out[name] = lambda p, name=name: solo.PRESETS[name](p, lr=1e-3)
+    torch_adamw = OPTIMIZERS["torch_adamw"]
+    out = {"torch_adamw_foreach": lambda p: torch_adamw(p, lr=1e-3, foreach=True),
+           "torch_adamw_fused": lambda p: torch_adamw(p, lr=1e-3, fused=True)}
+    for name, entry in OPTIMIZERS.items():
+        out[name] = lambda p, entry=entry: entry(p, lr=1e-3)
     # the eager reference the fused CPU step is tested against
     out["solo_4_2bit_reference"] = lambda p: solo.PRESETS["solo_4_2bit"](p, lr=1e-3, fused=False)
     out["solow_4_2bit"] = solow_adapter.adamw_4_2bit
-    try:
-        import torchao.optim as tao
-
-        out["torchao_adamw8bit"] = lambda p: tao.AdamW8bit(p, lr=1e-3)
-        out["torchao_adamw4bit"] = lambda p: tao.AdamW4bit(p, lr=1e-3)
-    except ImportError:
-        pass
-    try:
-        import bitsandbytes as bnb
-
-        out["bnb_adamw8bit"] = lambda p: bnb.optim.AdamW8bit(p, lr=1e-3)
-    except ImportError:
-        pass
     return out
 
 

@@ -14,14 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
 
-from make_tables import E2E_COLUMNS, md_columns  # also puts the repository root on sys.path
-
-from experiments.optimizers import OPTIMIZERS
-from experiments.records import RecordError, load_record
+from make_tables import E2E_COLUMNS, md_columns
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # experiments/
+from experiments.optimizers import OPTIMIZERS  # noqa: E402
+from experiments.records import RecordError, load_record  # noqa: E402
 
 
 def _hardware(prov: dict) -> str | None:

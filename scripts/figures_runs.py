@@ -16,6 +16,7 @@ import csv
 import json
 import math
 import re
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -23,7 +24,11 @@ import matplotlib.pyplot as plt
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-ROWS = ["adamw32", "adamw4bit", "adamw2bit", "solo_4_2bit", "solo_2bit"]
+sys.path.insert(0, str(ROOT))  # experiments/
+from experiments.optimizers import OPTIMIZERS  # noqa: E402
+from experiments.records import load_records  # noqa: E402
+
+RUNS = ROOT / "results" / "runs"
 METRIC = {"swin": ("top1", "top-1 %"), "dcn": ("auc", "AUC %"), "transformer": ("bleu", "BLEU"),
           "llama": ("heldout_acc", "held-out acc %")}
 
@@ -49,9 +54,6 @@ BINS = torch.linspace(-16, 0, 65)  # log10 v
 
 def _swin_v_snapshots(steps=STATE_STEPS) -> dict[int, list[torch.Tensor]]:
     """Train the small-scale Swin (adamw32, seed 0, its real recipe) and keep every weight's v."""
-    import sys
-
-    sys.path.insert(0, str(ROOT))
     from hydra import compose, initialize_config_dir
 
     import solo
@@ -137,10 +139,13 @@ def state_distribution(out: Path) -> None:
 
 
 def _records(scale: str = "small") -> list[dict]:
-    recs = []
-    for path in sorted((ROOT / "results" / "runs" / scale).glob("*/*/seed*.json")):
-        recs.append(json.loads(path.read_text()))
-    return recs
+    return [r for r in load_records(RUNS) if r["scale"] == scale]
+
+
+def _registry_order(optims) -> list[str]:
+    """Optimizer names in the registry's order (the tables' order), unknown ones last."""
+    order = list(OPTIMIZERS)
+    return sorted(set(optims), key=lambda o: (order.index(o) if o in order else len(order), o))
 
 
 def _curve(run_dir: Path, points: int = 100) -> list[tuple[int, float]]:
@@ -182,7 +187,7 @@ def loss_curves(out: Path) -> None:
     tasks = sorted({r[0] for r in rows})
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4))
     for ax, task in zip(axes if len(tasks) > 1 else [axes], tasks):
-        for optim in [o for o in ROWS if any(r[0] == task and r[1] == o for r in rows)]:
+        for optim in _registry_order(r[1] for r in rows if r[0] == task):
             per_step = defaultdict(list)
             for r in rows:
                 if r[0] == task and r[1] == optim:
@@ -286,7 +291,7 @@ def _setting_key(s: str):
 
 
 def _records_variants(scale: str = "small") -> list[dict]:
-    """Records of runs with extra overrides, and crash notes of those that diverged."""
-    base = ROOT / "results" / "runs" / scale
-    return [json.loads(p.read_text()) for pattern in ("*/*/*/seed*.json", "*/*/*/crash-seed*.json")
-            for p in sorted(base.glob(pattern))]
+    """Records of runs with extra overrides, then crash notes of those that diverged."""
+    recs = [r for r in load_records(RUNS, variants=True, crash_notes=True)
+            if r["scale"] == scale and r["variant"]]
+    return sorted(recs, key=lambda r: "crashed_at_step" in r)
