@@ -9,8 +9,15 @@ import torch
 import solo
 from solo import fused
 
-FUSED_PRESETS = ["solo_4_2bit", "solo_3bit", "solo_2bit", "adamw8bit", "adamw4bit",
-                 "adamw2bit", "adabelief_solo_4_2bit"]
+
+def _fused_presets():
+    """The presets whose state format the fused kernel implements (fused.supports)."""
+    p = torch.zeros(256)
+    opts = {name: preset([torch.nn.Parameter(p)]) for name, preset in solo.PRESETS.items()}
+    return [n for n, o in opts.items() if fused.supports(*o.codecs(o.param_groups[0], p), p)]
+
+
+FUSED_PRESETS = _fused_presets()
 # odd sizes: a partial last block, 3-bit groups cut short, a tensor smaller than a block
 SHAPES = [(37, 29), (1000,), (5,), (128 * 3,)]
 
@@ -34,6 +41,14 @@ def _warm(preset, steps=3, **kw):
     for p in ps:
         p.grad = torch.randn(p.shape) * 1e-2
     return ps, opt
+
+
+def test_every_block_quantized_preset_has_the_fused_step():
+    # Guards the derived list: a preset must not lose its fused tests to a wrong `supports`.
+    for name, preset in solo.PRESETS.items():
+        quantizers = preset.knobs["quantizers"]
+        block = quantizers not in ("none", "bf16") and "rank1-linear" not in quantizers
+        assert (name in FUSED_PRESETS) == block, name
 
 
 @pytest.mark.parametrize("preset", FUSED_PRESETS)
