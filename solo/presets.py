@@ -23,7 +23,6 @@ adamw4bit              AdamW       4-bit DE, B128               4-bit zero-free 
 adamw4bit_rank1        AdamW       4-bit DE, B128               4-bit rank-1 linear (<=4096 fp32)
 adamw2bit              AdamW       2-bit DE, B128               2-bit zero-free linear, B128
 solo_4_2bit            AdamW       4-bit DE, B128, beta1 rule   2-bit log, B128, SR, p=0.1
-solo_4_2bit_b256       AdamW       4-bit DE, B256, beta1 rule   2-bit log, B256, SR, p=0.1
 solo_3bit              AdamW       3-bit DE, B128, beta1 rule   3-bit log, B128, SR, p=0.1
 solo_2bit              AdamW       2-bit DE, B128, beta1 rule   2-bit log, B128, SR, p=0.1
 adabelief32            AdaBelief   fp32                         fp32
@@ -106,10 +105,6 @@ adamw4bit_rank1 = Preset("adamw4bit_rank1", "4-bit AdamW, rank-1 v", AdamW,
 adamw2bit = Preset("adamw2bit", "2-bit AdamW", AdamW, dict(bits=2, quantizers=("de", "linear")))
 solo_4_2bit = Preset("solo_4_2bit", "SOLO 4/2-bit AdamW", AdamW,
                      dict(bits=(4, 2), quantizers=("de", "log")), beta1=SOLO_RULE)
-# Half the per-block scale (and alpha) bytes of solo_4_2bit: 0.80 instead of 0.84 bytes/param.
-solo_4_2bit_b256 = Preset("solo_4_2bit_b256", "SOLO 4/2-bit AdamW, B256", AdamW,
-                          dict(bits=(4, 2), quantizers=("de", "log"), block_size=256),
-                          beta1=SOLO_RULE)
 solo_3bit = Preset("solo_3bit", "SOLO 3-bit AdamW", AdamW,
                    dict(bits=3, quantizers=("de", "log")), beta1=SOLO_RULE)
 solo_2bit = Preset("solo_2bit", "SOLO 2-bit AdamW", AdamW,
