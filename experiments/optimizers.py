@@ -19,7 +19,8 @@ torchao_adamw4bit = Preset("torchao_adamw4bit", "torchao 4-bit AdamW", "torchao.
 # Dettmers et al.; keeps tensors under 4096 elements in fp32.
 bnb_adamw8bit = Preset("bnb_adamw8bit", "bitsandbytes 8-bit AdamW", "bitsandbytes.optim.AdamW8bit")
 
-PEERS = {p.name: p for p in (torch_adamw, torchao_adamw8bit, torchao_adamw4bit, bnb_adamw8bit)}
+#: The peers above by name, in the order defined: defining one is the one step that registers it.
+PEERS = {v.name: v for v in list(globals().values()) if isinstance(v, Preset)}
 #: Every optimizer a run can name, solo's presets first.
 OPTIMIZERS = {**PRESETS, **PEERS}
 
