@@ -56,7 +56,7 @@ def load(records: list[str], scale: str, task: str, optim: str) -> list[dict]:
     return runs
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--tasks", nargs="+", default=["swin", "transformer"])
     ap.add_argument("--scale", default="small")
@@ -66,7 +66,7 @@ def main() -> None:
     ap.add_argument("--records", nargs="+",
                     default=sorted(str(p) for p in (ROOT / "results" / "bench" / "e2e").glob("rep*")))
     ap.add_argument("--out", default=str(ROOT / "results" / "bench"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     baseline, candidates = args.optims[0], args.optims[1:]
     rows = []
     for task in args.tasks:

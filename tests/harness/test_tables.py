@@ -248,8 +248,12 @@ def test_cli_reports_bad_record_and_imports_neither_hydra_nor_omegaconf(tmp_path
     assert "IMPORTED []" in ok.stdout
     assert (out / "table1.md").exists() and (out / "memory.md").exists()
 
+
+
+def test_cli_exits_nonzero_naming_a_bad_record(tmp_path, capsys):
+    records = _copy_fixtures(tmp_path)
     bad = records / "small" / "dcn" / "solo_4_2bit" / "seed0.json"
     bad.write_text("[]")
-    fail = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
-    assert fail.returncode != 0
-    assert str(bad) in fail.stderr
+    args = ["--records", str(records), "--paper", str(PAPER), "--out", str(tmp_path / "out")]
+    assert mt.main(args) == 2
+    assert f"bad record: {bad}: top level must be a JSON object" in capsys.readouterr().err
