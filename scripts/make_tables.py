@@ -10,8 +10,11 @@ deterministic (sorted, fixed float formats, no timestamps) so it can be golden-t
 
 Rows and their labels come from the optimizer registry (solo.presets and the peers of
 experiments/optimizers.py): a table lists the presets whose label is a row of the paper's
-table, in registry order, then any other preset with records for the table's tasks. Records
-are read through experiments/records.py, which validates each one. No hydra or omegaconf.
+table, in registry order, then any other entry of the table's optimizer family with records
+for its tasks. Records are read through experiments/records.py, which validates each one.
+Table layouts are data here (TABLES, MEMORY_COLUMNS, and the layouts of the benchmark tables
+that scripts/memory_table.py and scripts/e2e_table.py render with md_columns). Imports torch
+(through the registry) but neither hydra nor omegaconf.
 """
 
 import argparse
@@ -23,8 +26,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/, solo/
 from experiments.optimizers import OPTIMIZERS  # noqa: E402
 from experiments.records import RecordError, load_records  # noqa: E402
-
-__all__ = ["RecordError", "make_tables", "main"]
 
 SCALE_ORDER = ("smoke", "small", "paper")
 # The scale the commands use when no records exist at all: what `make run` runs.

@@ -76,6 +76,7 @@ class Preset:
         return round(adjusted_beta(0.9, bits_m, SOLO_REF_BITS), 3)
 
     def optimizer_class(self) -> type:
+        """The optimizer class, imported now if the preset names it by path."""
         if not isinstance(self.optimizer, str):
             return self.optimizer
         module, _, attr = self.optimizer.rpartition(".")
