@@ -278,6 +278,25 @@ def record_path(cfg) -> Path:
     return cell / f"seed{cfg.seed}.json"
 
 
+def crash_note_path(cfg) -> Path:
+    """Where a diverged run notes its crash: beside the record it will never write."""
+    path = record_path(cfg)
+    return path.with_name(f"crash-{path.name}")
+
+
+def make_crash_note(cfg, step: int, loss: float) -> dict:
+    """The note a run leaves when its loss became NaN/inf at ``step``, validated."""
+    from omegaconf import OmegaConf
+
+    note = {
+        "task": cfg.task.name, "optim": cfg.optim_name, "scale": cfg.scale.name,
+        "seed": int(cfg.seed), "variant": cfg.get("variant") or None,
+        "crashed_at_step": int(step), "loss": str(loss), "provenance": provenance(),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    return validate(note, crash_note=True)
+
+
 def make_record(cfg, metrics: dict, memory: dict, time_: dict, wandb_path=None,
                 replica_diff: float | None = None) -> dict:
     """The run's record, validated (:func:`validate`). ``cfg``: the run's composed config;

@@ -100,6 +100,17 @@ def test_what_make_record_builds_round_trips_through_the_reader(tmp_path):
         records.make_record(cfg, {"top1": math.inf}, rec["memory"], rec["time"])
 
 
+def test_a_crash_note_made_for_a_run_lies_where_the_readers_look(tmp_path):
+    cfg = compose(["task=dcn", "optim=solo_2bit", "scale=smoke", "beta1=0.9"])
+    with open_dict(cfg):
+        cfg.records_dir = str(tmp_path)
+    path = records.crash_note_path(cfg)
+    records.write_json_atomic(path, records.make_crash_note(cfg, 27, float("nan")))
+    (note,) = records.load_records(tmp_path, variants=True, crash_notes=True)
+    assert (note["crashed_at_step"], note["loss"], note["variant"]) == (27, "nan", "beta1=0.9")
+    assert records.load_records(tmp_path, variants=True) == []  # not a table cell
+
+
 def test_write_record_refuses_a_malformed_record_and_writes_nothing(tmp_path):
     rec = _record()
     rec["metrics"]["top1"] = None
