@@ -5,7 +5,7 @@ baseline and solo_4_2bit; experiments.records validates each) from one or more r
 folders (default ``results/bench/e2e/rep*``; ``make bench-e2e`` makes them: the runs repeated,
 the two optimizers in alternating order, one run at a time on an otherwise idle machine) and writes ``results/bench/e2e.{md,json}``: training time
 (forward, backward and optimizer step; evaluation excluded) per run, the mean optimizer step,
-and the ratio of the mean training times, in the layout of make_tables.E2E_COLUMNS. Target
+and the ratio of the mean training times, in the layout of table_layouts.E2E_COLUMNS. Target
 (issue 8): solo_4_2bit at most 5% longer.
 """
 
@@ -17,7 +17,8 @@ import statistics
 import sys
 from pathlib import Path
 
-from make_tables import E2E_COLUMNS, md_columns
+from table_layouts import E2E_COLUMNS
+from table_render import md_columns
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # experiments/

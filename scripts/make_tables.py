@@ -12,9 +12,9 @@ Rows and their labels come from the optimizer registry (solo.presets and the pee
 experiments/optimizers.py): a table lists the presets whose label is a row of the paper's
 table, in registry order, then any other entry of the table's optimizer family with records
 for its tasks. Records are read through experiments/records.py, which validates each one.
-Table layouts are data here (TABLES, MEMORY_COLUMNS, and the layouts of the benchmark tables
-that scripts/memory_table.py and scripts/e2e_table.py render with md_columns). Imports torch
-(through the registry) but neither hydra nor omegaconf.
+Table layouts are data in scripts/table_layouts.py (also those of scripts/memory_table.py and
+scripts/e2e_table.py); scripts/table_render.py formats cells and renders markdown for all of
+them. Imports torch (through the registry) but neither hydra nor omegaconf.
 """
 
 import argparse
@@ -23,20 +23,26 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/, solo/
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]  # table_*.py; experiments/ and solo/
+from table_layouts import MEMORY_COLUMNS, TABLE1, TABLE2A, TABLE_ADABELIEF, TABLES  # noqa: E402
+from table_render import (  # noqa: E402
+    SAME_RUN,
+    command,
+    fmt_mean_std,
+    fmt_num,
+    hardware_label,
+    md_columns,
+    md_table,
+    tex_escape,
+)
+
 from experiments.optimizers import OPTIMIZERS  # noqa: E402
 from experiments.records import RecordError, load_records  # noqa: E402
 
 SCALE_ORDER = ("smoke", "small", "paper")
 # The scale the commands use when no records exist at all: what `make run` runs.
 DEFAULT_SCALE = "small"
-
-# Where a record may say how many parameters the model has (for bytes/param).
-PARAM_COUNT_KEYS = ("n_params", "num_params", "params")
-
-GIB = 2**30
-BYTE_UNITS = ((GIB, "GB"), (2**20, "MB"), (2**10, "KB"), (1, "B"))
-DURATION_UNITS = ((3600, "h"), (60, "min"), (1, "s"))
 
 PROVENANCE_LINE = (
     "Paper values are the papers' numbers as printed; ours come from records in {records}."
@@ -98,55 +104,7 @@ def table_rows(spec, paper, cells):
     return rows
 
 
-# ----------------------------------------------------------------------------- formatting
-
-
-def hardware_label(rec):
-    """Short hardware name: the GPU model (e.g. H100) if a GPU was used, else cpu."""
-    gpu = rec["provenance"].get("gpu")
-    if not gpu:
-        return "cpu"
-    words = str(gpu).replace("NVIDIA", "").split()
-    for w in words:  # model numbers look like A100, H100, V100, L40S
-        if w[:1].isalpha() and any(c.isdigit() for c in w) and not w.endswith("GB"):
-            return w
-    return words[-1] if words else "gpu"
-
-
-def fmt_num(x, decimals):
-    return f"{x + 0.0:.{decimals}f}".replace("-0." + "0" * decimals, "0." + "0" * decimals)
-
-
-def pick_unit(x, units):
-    for factor, name in units:
-        if abs(x) >= factor:
-            return factor, name
-    return units[-1]
-
-
-def mean_std(values):
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else None
-    return mean, std
-
-
-def fmt_mean_std(values, decimals=2, units=None, hide_zero_std=False):
-    """'97.10 ± 0.21', or '97.10' for one value; with units, scaled to the mean's unit."""
-    mean, std = mean_std(values)
-    factor, unit = pick_unit(mean, units) if units else (1, "")
-    if unit == "B":  # whole bytes: decimals would only suggest precision that is not there
-        decimals = 0
-    text = fmt_num(mean / factor, decimals)
-    if std is not None and not (hide_zero_std and std == 0):
-        text += f" ± {fmt_num(std / factor, decimals)}"
-    return f"{text} {unit}" if unit else text
-
-
-SAME_RUN = "″ (same run)"
-
-
-def command(task, optim, scale):
-    return f"`python run.py task={task} optim={optim} scale={scale} seed=0`"
+# ----------------------------------------------------------------------------- paper tables
 
 
 def ours_cell(recs, get, decimals, paper=None, units=None):
@@ -167,93 +125,6 @@ def paper_float(text):
         return float(text)
     except (TypeError, ValueError):  # "Crash" or blank: nothing to take a difference with
         return None
-
-
-# ----------------------------------------------------------------------------- table specs
-# A column: header, task, paper CSV column, how to read our value from a record, decimals,
-# and optionally units (ours then scaled to a unit) and the paper unit suffix.
-
-
-def metric(name):
-    return lambda rec: rec["metrics"].get(name)
-
-
-def state_bytes(rec):
-    return rec["memory"]["state_bytes"]["total"]
-
-
-def wall_s(rec):
-    return rec["time"].get("wall_s")
-
-
-TABLE1 = {
-    "name": "table1",
-    "title": "Table 1 (SOLO, arXiv 2505.00347): training from scratch",
-    "paper_csv": "solo_table1",
-    "family": "AdamW",
-    "columns": [
-        dict(header="Swin-T ACC@1", task="swin", paper="swin_top1", get=metric("top1"), decimals=2),
-        dict(header="Swin-T ACC@5", task="swin", paper="swin_top5", get=metric("top5"), decimals=2),
-        dict(
-            header="Transformer-B BLEU",
-            task="transformer",
-            paper="transformer_bleu",
-            get=metric("bleu"),
-            decimals=2,
-        ),
-        dict(header="DCN AUC", task="dcn", paper="dcn_auc", get=metric("auc"), decimals=2),
-        dict(
-            header="DCN LogLoss", task="dcn", paper="dcn_logloss", get=metric("logloss"), decimals=5
-        ),
-    ],
-}
-
-LLAMA_COLUMNS = [
-    dict(header="MMLU", task="llama", paper="mmlu", get=metric("mmlu"), decimals=2),
-    dict(header="ARC-e", task="llama", paper="arc_e", get=metric("arc_e"), decimals=2),
-    dict(header="ARC-c", task="llama", paper="arc_c", get=metric("arc_c"), decimals=2),
-    dict(header="OBQA", task="llama", paper="obqa", get=metric("obqa"), decimals=2),
-    dict(header="SIQA", task="llama", paper="siqa", get=metric("siqa"), decimals=2),
-]
-
-TABLE2A = {
-    "name": "table2a",
-    "title": "Table 2a (SOLO, arXiv 2505.00347): LLaMA instruction tuning, state memory, time",
-    "paper_csv": "solo_table2a",
-    "family": "AdamW",
-    "columns": LLAMA_COLUMNS
-    + [
-        # GB = 2^30 bytes; paper units are GB and hours, ours scale to whatever unit fits.
-        dict(
-            header="State memory",
-            task="llama",
-            paper="state_memory_gb",
-            get=state_bytes,
-            decimals=2,
-            units=BYTE_UNITS,
-            paper_unit="GB",
-        ),
-        dict(
-            header="Time",
-            task="llama",
-            paper="time_h",
-            get=wall_s,
-            decimals=1,
-            units=DURATION_UNITS,
-            paper_unit="h",
-        ),
-    ],
-    # The paper has no run behind the pretrained row: it is the model before fine-tuning.
-    "no_run": ["pretrained"],
-}
-
-TABLE_ADABELIEF = {
-    "name": "table2a_adabelief",
-    "title": "AdaBelief on LLaMA-7B (SOLO, arXiv 2505.00347)",
-    "paper_csv": "solo_adabelief",
-    "family": "AdaBelief",
-    "columns": LLAMA_COLUMNS,
-}
 
 
 def build_rows(spec, paper, cells, scale):
@@ -289,20 +160,6 @@ def build_rows(spec, paper, cells, scale):
 # ----------------------------------------------------------------------------- markdown
 
 
-def md_table(header, rows):
-    """The one markdown renderer: a header and rows of cell strings."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def md_columns(layout, rows, **fill):
-    """A table from a layout, [(header, cell function of a row)], and rows; headers are
-    str.format templates filled from ``fill``."""
-    return md_table([h.format(**fill) for h, _ in layout], [[cell(r) for _, cell in layout]
-                                                           for r in rows])
-
-
 def md_sections(spec, paper, cells, level):
     """A section per scale with records (or the default scale), paper and ours side by side."""
     out = []
@@ -328,21 +185,6 @@ def render_md(spec, paper, cells, records_label, extra=()):
 
 
 # ----------------------------------------------------------------------------- LaTeX
-
-
-def tex_escape(text):
-    for a, b in (
-        ("\\", r"\textbackslash{}"),
-        ("&", r"\&"),
-        ("%", r"\%"),
-        ("#", r"\#"),
-        ("_", r"\_"),
-        ("±", r"$\pm$"),
-        ("Δ", r"$\Delta$"),
-        ("—", "--"),
-    ):
-        text = text.replace(a, b)
-    return text
 
 
 def tex_ours(text):
@@ -399,57 +241,6 @@ def render_tex(spec, paper, cells, records_label):
 # ----------------------------------------------------------------------------- memory
 
 
-def param_count(rec):
-    for key in PARAM_COUNT_KEYS:
-        if isinstance(rec["memory"].get(key), int):
-            return rec["memory"][key]
-    return None
-
-
-def _if_records(cell):
-    """A memory-table cell that is blank in a row without records."""
-    return lambda row: cell(row, row["recs"]) if row["recs"] else ""
-
-
-def _state_bytes(name):
-    def cell(row):
-        if not row["recs"]:  # the first value column of a row without records: how to fill it
-            return command(row["task"], row["optim"], row["scale"]) if name == "total" else ""
-        vals = [r["memory"]["state_bytes"][name] for r in row["recs"]]
-        return fmt_mean_std(vals, 2, BYTE_UNITS, hide_zero_std=True)
-
-    return cell
-
-
-def _bytes_per_param(row, recs):
-    per_param = [r["memory"]["state_bytes"]["total"] / param_count(r) for r in recs
-                 if param_count(r)]
-    return fmt_mean_std(per_param, 3, hide_zero_std=True) if per_param else "—"
-
-
-def _peak(row, recs):
-    peaks = [r["memory"]["peak_bytes"] for r in recs if r["memory"].get("peak_bytes") is not None]
-    kinds = sorted({str(r["memory"].get("peak_kind", "?")) for r in recs})
-    if not peaks:
-        return "—"
-    return f"{fmt_mean_std(peaks, 2, BYTE_UNITS, hide_zero_std=True)} ({'/'.join(kinds)})"
-
-
-# One row per (task, optimizer): {task, optim, scale, recs, paper_gb}.
-MEMORY_COLUMNS = [
-    ("task", lambda row: row["task"]),
-    ("optim", lambda row: f"`{row['optim']}`"),
-    ("state total", _state_bytes("total")),
-    ("quantized", _state_bytes("quantized")),
-    ("full precision", _state_bytes("full_precision")),
-    ("bytes/param", _if_records(_bytes_per_param)),
-    ("peak memory", _if_records(_peak)),
-    ("n", lambda row: f"{len(row['recs'])} ({'+'.join(sorted({hardware_label(r) for r in row['recs']}))})"
-     if row["recs"] else "0"),
-    ("paper (LLaMA-7B)", lambda row: f"{row['paper_gb']} GB" if row["paper_gb"] else "—"),
-]
-
-
 def render_memory(papers, cells, records_label):
     """Optimizer-state memory per task and optimizer, from records (GB = 2^30 bytes)."""
     out = [
@@ -491,39 +282,7 @@ def render_memory(papers, cells, records_label):
     return "\n".join(out).rstrip("\n") + "\n"
 
 
-# ----------------------------------------------------------------------------- benchmark tables
-# Layouts of the tables of scripts/memory_table.py and scripts/e2e_table.py, which compute the
-# rows (dicts) and render them here. Headers may hold {placeholders} filled by md_columns.
-
-# One row per preset: {preset, n_params, bytes, paper_gb (as printed, "" if none)}.
-LLAMA7B_MEMORY_COLUMNS = [
-    ("preset", lambda r: r["preset"]),
-    ("bits/param (m+v)", lambda r: f"{8 * r['bytes'] / r['n_params']:.3f}"),
-    ("bytes", lambda r: f"{r['bytes']:,}"),
-    ("ours GB", lambda r: f"{r['bytes'] / GIB:.2f}"),
-    ("paper GB", lambda r: r["paper_gb"] or "—"),
-    ("ours - paper", lambda r: f"{r['bytes'] / GIB - float(r['paper_gb']):+.2f}"
-     if r["paper_gb"] else ""),
-]
-
-# One row per (task, optimizer): {task, optim, runs: [{train_s, step_ms_mean, wall_s}, ...],
-# train_s_mean, ratio_train}; {baseline} is the optimizer the ratio divides by.
-E2E_COLUMNS = [
-    ("task", lambda r: r["task"]),
-    ("optimizer", lambda r: r["optim"]),
-    ("runs", lambda r: str(len(r["runs"]))),
-    ("train s (each run)", lambda r: ", ".join(f"{x['train_s']:.0f}" for x in r["runs"])),
-    ("mean train s", lambda r: f"{r['train_s_mean']:.0f}"),
-    ("x {baseline}", lambda r: f"{r['ratio_train']:.3f}"),
-    ("optimizer step ms", lambda r: f"{statistics.mean(x['step_ms_mean'] for x in r['runs']):.2f}"),
-    ("wall s", lambda r: f"{statistics.mean(x['wall_s'] for x in r['runs']):.0f}"),
-]
-
-
 # ----------------------------------------------------------------------------- main
-
-
-TABLES = [TABLE1, TABLE2A, TABLE_ADABELIEF]
 
 
 def make_tables(records_dir, paper_dir, out_dir, records_label=None):

@@ -4,7 +4,7 @@ The model is built from its config on the meta device (nothing allocated) and
 ``solo.estimate_state_bytes`` counts exactly what the optimizer would store. Writes
 ``results/memory/llama7b.md``, one row per preset of solo.presets, beside the paper's Table 2a
 column (results/paper/solo_table2a.csv, looked up by the preset's label), in the layout of
-make_tables.LLAMA7B_MEMORY_COLUMNS. GB here is 2**30 bytes, as in the paper.
+table_layouts.LLAMA7B_MEMORY_COLUMNS. GB here is 2**30 bytes, as in the paper.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import argparse
 from pathlib import Path
 
 import torch
-from make_tables import LLAMA7B_MEMORY_COLUMNS, load_paper, md_columns
+from make_tables import load_paper
+from table_layouts import LLAMA7B_MEMORY_COLUMNS
+from table_render import md_columns
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import solo

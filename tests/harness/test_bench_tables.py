@@ -11,7 +11,8 @@ from harness_utils import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import e2e_table  # noqa: E402
-import make_tables  # noqa: E402
+import table_layouts  # noqa: E402
+import table_render  # noqa: E402
 
 E2E = ROOT / "results" / "bench" / "e2e"
 
@@ -46,7 +47,7 @@ def test_e2e_table_lists_the_registry_for_an_unknown_optimizer(tmp_path, capsys)
 def test_llama7b_memory_layout():
     rows = [{"preset": "adamw32", "n_params": 2**30, "bytes": 8 * 2**30, "paper_gb": "8.10"},
             {"preset": "solo_3bit", "n_params": 2**30, "bytes": 2**29, "paper_gb": ""}]
-    assert make_tables.md_columns(make_tables.LLAMA7B_MEMORY_COLUMNS, rows).splitlines() == [
+    assert table_render.md_columns(table_layouts.LLAMA7B_MEMORY_COLUMNS, rows).splitlines() == [
         "| preset | bits/param (m+v) | bytes | ours GB | paper GB | ours - paper |",
         "|---|---|---|---|---|---|",
         "| adamw32 | 64.000 | 8,589,934,592 | 8.00 | 8.10 | -0.10 |",

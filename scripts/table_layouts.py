@@ -1,0 +1,182 @@
+"""Every results table's layout, as data: the paper tables (TABLES: columns, the paper's CSV,
+the optimizer family of their rows), the memory table (MEMORY_COLUMNS) and the benchmark tables
+of scripts/memory_table.py and scripts/e2e_table.py. A layout is a list of columns; a column
+of a paper table says which task, metric and paper column it shows, a column of the other
+tables is (header, function of a row -> cell text). Rendered by make_tables.py."""
+
+import statistics
+
+from table_render import BYTE_UNITS, DURATION_UNITS, GIB, command, fmt_mean_std, hardware_label
+
+# Where a record may say how many parameters the model has (for bytes/param).
+PARAM_COUNT_KEYS = ("n_params", "num_params", "params")
+
+
+def metric(name):
+    return lambda rec: rec["metrics"].get(name)
+
+
+def state_bytes(rec):
+    return rec["memory"]["state_bytes"]["total"]
+
+
+def wall_s(rec):
+    return rec["time"].get("wall_s")
+
+
+# A paper table's column: header, task, paper CSV column, how to read our value from a record,
+# decimals, and optionally units (ours then scaled to a unit) and the paper unit suffix.
+TABLE1 = {
+    "name": "table1",
+    "title": "Table 1 (SOLO, arXiv 2505.00347): training from scratch",
+    "paper_csv": "solo_table1",
+    "family": "AdamW",
+    "columns": [
+        dict(header="Swin-T ACC@1", task="swin", paper="swin_top1", get=metric("top1"), decimals=2),
+        dict(header="Swin-T ACC@5", task="swin", paper="swin_top5", get=metric("top5"), decimals=2),
+        dict(
+            header="Transformer-B BLEU",
+            task="transformer",
+            paper="transformer_bleu",
+            get=metric("bleu"),
+            decimals=2,
+        ),
+        dict(header="DCN AUC", task="dcn", paper="dcn_auc", get=metric("auc"), decimals=2),
+        dict(
+            header="DCN LogLoss", task="dcn", paper="dcn_logloss", get=metric("logloss"), decimals=5
+        ),
+    ],
+}
+
+
+LLAMA_COLUMNS = [
+    dict(header="MMLU", task="llama", paper="mmlu", get=metric("mmlu"), decimals=2),
+    dict(header="ARC-e", task="llama", paper="arc_e", get=metric("arc_e"), decimals=2),
+    dict(header="ARC-c", task="llama", paper="arc_c", get=metric("arc_c"), decimals=2),
+    dict(header="OBQA", task="llama", paper="obqa", get=metric("obqa"), decimals=2),
+    dict(header="SIQA", task="llama", paper="siqa", get=metric("siqa"), decimals=2),
+]
+
+
+TABLE2A = {
+    "name": "table2a",
+    "title": "Table 2a (SOLO, arXiv 2505.00347): LLaMA instruction tuning, state memory, time",
+    "paper_csv": "solo_table2a",
+    "family": "AdamW",
+    "columns": LLAMA_COLUMNS
+    + [
+        # GB = 2^30 bytes; paper units are GB and hours, ours scale to whatever unit fits.
+        dict(
+            header="State memory",
+            task="llama",
+            paper="state_memory_gb",
+            get=state_bytes,
+            decimals=2,
+            units=BYTE_UNITS,
+            paper_unit="GB",
+        ),
+        dict(
+            header="Time",
+            task="llama",
+            paper="time_h",
+            get=wall_s,
+            decimals=1,
+            units=DURATION_UNITS,
+            paper_unit="h",
+        ),
+    ],
+    # The paper has no run behind the pretrained row: it is the model before fine-tuning.
+    "no_run": ["pretrained"],
+}
+
+
+TABLE_ADABELIEF = {
+    "name": "table2a_adabelief",
+    "title": "AdaBelief on LLaMA-7B (SOLO, arXiv 2505.00347)",
+    "paper_csv": "solo_adabelief",
+    "family": "AdaBelief",
+    "columns": LLAMA_COLUMNS,
+}
+
+
+TABLES = [TABLE1, TABLE2A, TABLE_ADABELIEF]
+
+
+def param_count(rec):
+    for key in PARAM_COUNT_KEYS:
+        if isinstance(rec["memory"].get(key), int):
+            return rec["memory"][key]
+    return None
+
+
+def _if_records(cell):
+    """A memory-table cell that is blank in a row without records."""
+    return lambda row: cell(row, row["recs"]) if row["recs"] else ""
+
+
+def _state_bytes(name):
+    def cell(row):
+        if not row["recs"]:  # the first value column of a row without records: how to fill it
+            return command(row["task"], row["optim"], row["scale"]) if name == "total" else ""
+        vals = [r["memory"]["state_bytes"][name] for r in row["recs"]]
+        return fmt_mean_std(vals, 2, BYTE_UNITS, hide_zero_std=True)
+
+    return cell
+
+
+def _bytes_per_param(row, recs):
+    per_param = [r["memory"]["state_bytes"]["total"] / param_count(r) for r in recs
+                 if param_count(r)]
+    return fmt_mean_std(per_param, 3, hide_zero_std=True) if per_param else "—"
+
+
+def _peak(row, recs):
+    peaks = [r["memory"]["peak_bytes"] for r in recs if r["memory"].get("peak_bytes") is not None]
+    kinds = sorted({str(r["memory"].get("peak_kind", "?")) for r in recs})
+    if not peaks:
+        return "—"
+    return f"{fmt_mean_std(peaks, 2, BYTE_UNITS, hide_zero_std=True)} ({'/'.join(kinds)})"
+
+
+# One row per (task, optimizer): {task, optim, scale, recs, paper_gb}.
+MEMORY_COLUMNS = [
+    ("task", lambda row: row["task"]),
+    ("optim", lambda row: f"`{row['optim']}`"),
+    ("state total", _state_bytes("total")),
+    ("quantized", _state_bytes("quantized")),
+    ("full precision", _state_bytes("full_precision")),
+    ("bytes/param", _if_records(_bytes_per_param)),
+    ("peak memory", _if_records(_peak)),
+    ("n", lambda row: f"{len(row['recs'])} ({'+'.join(sorted({hardware_label(r) for r in row['recs']}))})"
+     if row["recs"] else "0"),
+    ("paper (LLaMA-7B)", lambda row: f"{row['paper_gb']} GB" if row["paper_gb"] else "—"),
+]
+
+
+# Layouts of the tables of scripts/memory_table.py and scripts/e2e_table.py, which compute the
+# rows (dicts) and render them with md_columns. Headers may hold {placeholders} it fills.
+
+# One row per preset: {preset, n_params, bytes, paper_gb (as printed, "" if none)}.
+LLAMA7B_MEMORY_COLUMNS = [
+    ("preset", lambda r: r["preset"]),
+    ("bits/param (m+v)", lambda r: f"{8 * r['bytes'] / r['n_params']:.3f}"),
+    ("bytes", lambda r: f"{r['bytes']:,}"),
+    ("ours GB", lambda r: f"{r['bytes'] / GIB:.2f}"),
+    ("paper GB", lambda r: r["paper_gb"] or "—"),
+    ("ours - paper", lambda r: f"{r['bytes'] / GIB - float(r['paper_gb']):+.2f}"
+     if r["paper_gb"] else ""),
+]
+
+
+# One row per (task, optimizer): {task, optim, runs: [{train_s, step_ms_mean, wall_s}, ...],
+# train_s_mean, ratio_train}; {baseline} is the optimizer the ratio divides by.
+E2E_COLUMNS = [
+    ("task", lambda r: r["task"]),
+    ("optimizer", lambda r: r["optim"]),
+    ("runs", lambda r: str(len(r["runs"]))),
+    ("train s (each run)", lambda r: ", ".join(f"{x['train_s']:.0f}" for x in r["runs"])),
+    ("mean train s", lambda r: f"{r['train_s_mean']:.0f}"),
+    ("x {baseline}", lambda r: f"{r['ratio_train']:.3f}"),
+    ("optimizer step ms", lambda r: f"{statistics.mean(x['step_ms_mean'] for x in r['runs']):.2f}"),
+    ("wall s", lambda r: f"{statistics.mean(x['wall_s'] for x in r['runs']):.0f}"),
+]

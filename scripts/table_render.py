@@ -1,0 +1,90 @@
+"""Formatting and the one markdown renderer of every results table (make_tables.py, and through
+it memory_table.py and e2e_table.py): numbers with units, mean ± std, hardware names, the
+command that fills a missing cell, markdown and LaTeX escaping."""
+
+import statistics
+
+GIB = 2**30
+
+
+BYTE_UNITS = ((GIB, "GB"), (2**20, "MB"), (2**10, "KB"), (1, "B"))
+
+
+DURATION_UNITS = ((3600, "h"), (60, "min"), (1, "s"))
+
+
+def hardware_label(rec):
+    """Short hardware name: the GPU model (e.g. H100) if a GPU was used, else cpu."""
+    gpu = rec["provenance"].get("gpu")
+    if not gpu:
+        return "cpu"
+    words = str(gpu).replace("NVIDIA", "").split()
+    for w in words:  # model numbers look like A100, H100, V100, L40S
+        if w[:1].isalpha() and any(c.isdigit() for c in w) and not w.endswith("GB"):
+            return w
+    return words[-1] if words else "gpu"
+
+
+def fmt_num(x, decimals):
+    return f"{x + 0.0:.{decimals}f}".replace("-0." + "0" * decimals, "0." + "0" * decimals)
+
+
+def pick_unit(x, units):
+    for factor, name in units:
+        if abs(x) >= factor:
+            return factor, name
+    return units[-1]
+
+
+def mean_std(values):
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return mean, std
+
+
+def fmt_mean_std(values, decimals=2, units=None, hide_zero_std=False):
+    """'97.10 ± 0.21', or '97.10' for one value; with units, scaled to the mean's unit."""
+    mean, std = mean_std(values)
+    factor, unit = pick_unit(mean, units) if units else (1, "")
+    if unit == "B":  # whole bytes: decimals would only suggest precision that is not there
+        decimals = 0
+    text = fmt_num(mean / factor, decimals)
+    if std is not None and not (hide_zero_std and std == 0):
+        text += f" ± {fmt_num(std / factor, decimals)}"
+    return f"{text} {unit}" if unit else text
+
+
+SAME_RUN = "″ (same run)"
+
+
+def command(task, optim, scale):
+    return f"`python run.py task={task} optim={optim} scale={scale} seed=0`"
+
+
+def md_table(header, rows):
+    """The one markdown renderer: a header and rows of cell strings."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def md_columns(layout, rows, **fill):
+    """A table from a layout, [(header, cell function of a row)], and rows; headers are
+    str.format templates filled from ``fill``."""
+    return md_table([h.format(**fill) for h, _ in layout], [[cell(r) for _, cell in layout]
+                                                           for r in rows])
+
+
+def tex_escape(text):
+    for a, b in (
+        ("\\", r"\textbackslash{}"),
+        ("&", r"\&"),
+        ("%", r"\%"),
+        ("#", r"\#"),
+        ("_", r"\_"),
+        ("±", r"$\pm$"),
+        ("Δ", r"$\Delta$"),
+        ("—", "--"),
+    ):
+        text = text.replace(a, b)
+    return text
