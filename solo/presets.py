@@ -22,6 +22,9 @@ solo_2bit              AdamW       2-bit DE, B128, beta1 rule   2-bit log, B128,
 adabelief32            AdaBelief   fp32                         fp32
 adabelief_solo_4_2bit  AdaBelief   4-bit DE, B128, beta1 rule   2-bit log, B128, SR, p=0.1
 =====================  ==========  ===========================  =========================
+
+The AdaBelief presets follow the reference SOLO code (``eps_in_s=False``: eps only in the
+denominator, not added to s every step; see :class:`solo.AdaBelief`).
 """
 
 from __future__ import annotations
@@ -48,8 +51,9 @@ _CONFIGS = {
     "solo_4_2bit": (AdamW, dict(bits=(4, 2), quantizers=("de", "log")), True),
     "solo_3bit": (AdamW, dict(bits=3, quantizers=("de", "log")), True),
     "solo_2bit": (AdamW, dict(bits=2, quantizers=("de", "log")), True),
-    "adabelief32": (AdaBelief, dict(bits=32, quantizers="none"), False),
-    "adabelief_solo_4_2bit": (AdaBelief, dict(bits=(4, 2), quantizers=("de", "log")), True),
+    "adabelief32": (AdaBelief, dict(bits=32, quantizers="none", eps_in_s=False), False),
+    "adabelief_solo_4_2bit": (AdaBelief, dict(bits=(4, 2), quantizers=("de", "log"),
+                                              eps_in_s=False), True),
 }
 
 

@@ -62,11 +62,13 @@ def test_fused_step_equals_reference_given_the_same_draws(preset):
         fm, fv = twin._fields(st, "exp_avg", cm), twin._fields(st, "exp_avg_sq", cv)
         rand = None
         if cv.stochastic:
-            nb = math.ceil(q.numel() / cv.block_size)
-            rand = torch.rand((nb, cv.block_size), generator=g2)
+            block = min(cv.block_size, q.numel())  # a block never exceeds its tensor
+            rand = torch.rand((math.ceil(q.numel() / block), block), generator=g2)
+        belief_eps = group["eps"] if twin._belief and group["eps_in_s"] else 0.0
         fused.step(q, q.grad, cm, fm, cv, fv, lr=group["lr"], beta1=beta1, beta2=beta2,
                    eps=group["eps"], weight_decay=group["weight_decay"], bc1=1 - beta1**step,
-                   bc2_sqrt=math.sqrt(1 - beta2**step), belief=twin._belief, rand=rand)
+                   bc2_sqrt=math.sqrt(1 - beta2**step), belief=twin._belief,
+                   belief_eps=belief_eps, rand=rand)
         torch.testing.assert_close(q.detach(), p.detach(), rtol=0, atol=1e-7)
         for key, t in st.items():
             if key.endswith("_codes"):
