@@ -189,11 +189,13 @@ class _QuantizedAdam(torch.optim.Optimizer):
         return [(gi, pi) for (gi, pi, _, p), ok in zip(work, finite)
                 if not ok and not torch.isfinite(p.grad).all()]
 
-    # --- full-precision states: torch's fused AdamW ---------------------------------------
+    # --- full-precision states: torch's fused / foreach AdamW ---------------------------------
     def _torch_fused(self, group, p) -> bool:
-        """Whether ``p`` takes torch's fused AdamW kernel: fp32 or bf16 states (``none`` /
-        ``bf16`` for both) of an fp32 CPU parameter, AdamW, ``fused`` not False. Its result
-        equals the reference's within torch's fused-vs-foreach tolerance (tested)."""
+        """Whether ``p`` takes torch's multi-tensor kernels: fp32 or bf16 states (``none`` /
+        ``bf16`` for both) of an fp32 CPU parameter, AdamW, ``fused`` not False. fp32 states
+        take the fused AdamW kernel (within torch's fused-vs-foreach tolerance of the
+        reference); bf16 states the foreach ops in the reference's order (its exact bits:
+        one ulp of fp32 before rounding to bf16 would move a state by one bf16 ulp)."""
         if self._belief or group["fused"] is False:
             return False
         if p.device.type != "cpu" or p.dtype != torch.float32 or p.grad.dtype != torch.float32:
@@ -204,24 +206,34 @@ class _QuantizedAdam(torch.optim.Optimizer):
 
     def _torch_fused_step(self, group, params) -> None:
         beta1, beta2 = group["betas"]
-        lr = group["lr"]
-        lr = lr.item() if isinstance(lr, torch.Tensor) else lr
+        lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
+        lr = float(lr.item() if isinstance(lr, torch.Tensor) else lr)
         states = [self.state[p] for p in params]
-        stored = [(st["exp_avg"], st["exp_avg_sq"]) for st in states]
-        # bf16 states are decoded to fp32 for the update and rounded back, as in the reference
-        ms = [m if m.dtype == torch.float32 else m.float() for m, _ in stored]
-        vs = [v if v.dtype == torch.float32 else v.float() for _, v in stored]
         steps = [st["step"] for st in states]
-        torch._foreach_add_(steps, 1)
         grads = [p.grad if p.grad.is_contiguous() else p.grad.contiguous() for p in params]
-        torch._fused_adamw_(params, grads, ms, vs, [], steps, amsgrad=False, lr=float(lr),
-                            beta1=float(beta1), beta2=float(beta2),
-                            weight_decay=float(group["weight_decay"]), eps=float(group["eps"]),
-                            maximize=False, grad_scale=None, found_inf=None)
-        for (m, v), m32, v32 in zip(stored, ms, vs):
-            if m is not m32:
-                m.copy_(m32)
-                v.copy_(v32)
+        torch._foreach_add_(steps, 1)
+        if states[0]["exp_avg"].dtype == torch.float32:
+            torch._fused_adamw_(params, grads, [st["exp_avg"] for st in states],
+                                [st["exp_avg_sq"] for st in states], [], steps, amsgrad=False,
+                                lr=lr, beta1=float(beta1), beta2=float(beta2),
+                                weight_decay=float(wd), eps=float(eps), maximize=False,
+                                grad_scale=None, found_inf=None)
+            return
+        # bf16 states: decoded to fp32, the reference's ops in its order, rounded back
+        ms = [st["exp_avg"].float() for st in states]
+        vs = [st["exp_avg_sq"].float() for st in states]
+        ts = [s.item() for s in steps]
+        if wd != 0:
+            torch._foreach_mul_(params, 1 - lr * wd)
+        torch._foreach_lerp_(ms, grads, 1 - beta1)
+        torch._foreach_mul_(vs, beta2)
+        torch._foreach_addcmul_(vs, grads, grads, value=1 - beta2)
+        denom = torch._foreach_sqrt(vs)
+        torch._foreach_div_(denom, [math.sqrt(1 - beta2**t) for t in ts])
+        torch._foreach_add_(denom, eps)
+        torch._foreach_addcdiv_(params, ms, denom, [-lr / (1 - beta1**t) for t in ts])
+        torch._foreach_copy_([st["exp_avg"] for st in states], ms)
+        torch._foreach_copy_([st["exp_avg_sq"] for st in states], vs)
 
     # --- quantized states ---------------------------------------------------------------------
     def _update(self, group, p, state):

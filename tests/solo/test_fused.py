@@ -36,9 +36,11 @@ def _warm(preset, steps=3, **kw):
     return ps, opt
 
 
-@pytest.mark.parametrize("preset", FUSED_PRESETS)
-def test_fused_step_equals_reference_given_the_same_draws(preset):
-    ps, ref = _warm(preset)
+@pytest.mark.parametrize("preset,kw", [(p, {}) for p in FUSED_PRESETS]
+                         + [("adabelief_solo_4_2bit", {"eps_in_s": True})],
+                         ids=FUSED_PRESETS + ["adabelief_solo_4_2bit-eps_in_s"])
+def test_fused_step_equals_reference_given_the_same_draws(preset, kw):
+    ps, ref = _warm(preset, **kw)
     twin = copy.deepcopy(ref)  # same states, its own copies of the parameters
     twin_ps = twin.param_groups[0]["params"]
     for p, q in zip(ps, twin_ps):
