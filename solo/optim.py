@@ -26,6 +26,8 @@ __all__ = ["AdamW", "AdaBelief"]
 _STATES = ("exp_avg", "exp_avg_sq")
 # Group knobs a checkpoint written before they existed may lack (load_state_dict fills them).
 _NEW_KEYS = ("seed", "fused", "eps_in_s")
+# elements per foreach chunk of the bf16-state step (its fp32 temporaries: ~3 x 4 MiB)
+_CHUNK = 2**20
 _REQUIRED_KEYS = ("params", "lr", "betas", "eps", "weight_decay", "bits", "quantizers",
                   "block_size", "quantile", "min_quantizable_size")
 
@@ -219,10 +221,23 @@ class _QuantizedAdam(torch.optim.Optimizer):
                                 weight_decay=float(wd), eps=float(eps), maximize=False,
                                 grad_scale=None, found_inf=None)
             return
-        # bf16 states: decoded to fp32, the reference's ops in its order, rounded back
+        # bf16 states: decoded to fp32, the reference's ops in its order, rounded back; in
+        # chunks of about _CHUNK elements, so a step never holds fp32 copies of all states
+        start = 0
+        while start < len(params):
+            end, n = start, 0
+            while end < len(params) and (n == 0 or n + params[end].numel() <= _CHUNK):
+                n += params[end].numel()
+                end += 1
+            self._foreach_bf16(params[start:end], grads[start:end], states[start:end],
+                               lr, beta1, beta2, wd, eps)
+            start = end
+
+    @staticmethod
+    def _foreach_bf16(params, grads, states, lr, beta1, beta2, wd, eps) -> None:
         ms = [st["exp_avg"].float() for st in states]
         vs = [st["exp_avg_sq"].float() for st in states]
-        ts = [s.item() for s in steps]
+        ts = [st["step"].item() for st in states]
         if wd != 0:
             torch._foreach_mul_(params, 1 - lr * wd)
         torch._foreach_lerp_(ms, grads, 1 - beta1)

@@ -304,8 +304,10 @@ def test_torch_optim_api():
     opt.register_step_post_hook(lambda o, a, k: calls.append("post"))
     train_steps(m, opt, 2)
     assert calls == ["pre", "post"] * 2
-    clone = copy.deepcopy(opt)
+    m2, clone = copy.deepcopy((m, opt))
     assert clone.state_dict()["state"].keys() == opt.state_dict()["state"].keys()
+    assert train_steps(m2, clone, 2, seed=3) == train_steps(m, opt, 2, seed=3)  # it steps
+    calls.clear()
     opt.zero_grad(set_to_none=False)
     assert all(p.grad is not None and (p.grad == 0).all() for p in m.parameters())
     opt.zero_grad()
@@ -444,3 +446,22 @@ def test_torch_fused_falls_back_for_bf16_params_and_fused_true_raises_there():
     assert all(torch.isfinite(p).all() for p in m.parameters())
     with pytest.raises(RuntimeError, match="no fused kernel"):
         train_steps(m, PRESETS["adamw32"](m.parameters(), fused=True), 1)
+
+
+def test_bf16_foreach_chunks_equal_the_reference():
+    """Tensors spanning several foreach chunks (solo.optim._CHUNK elements): bit-identical."""
+    shapes = [(2**20 + 3,), (5,), (2**19,), (2**19,), (7, 3)]
+    runs = []
+    for fused in (None, False):
+        g = torch.Generator().manual_seed(0)
+        ps = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in shapes]
+        opt = PRESETS["adamw_bf16"](ps, lr=1e-2, weight_decay=0.1, fused=fused)
+        for _ in range(3):
+            for p in ps:
+                p.grad = torch.randn(p.shape, generator=g)
+            opt.step()
+        runs.append((ps, opt))
+    (pa, oa), (pb, ob) = runs
+    for p, q in zip(pa, pb):
+        assert torch.equal(p, q)
+        assert torch.equal(oa.state[p]["exp_avg_sq"], ob.state[q]["exp_avg_sq"])
