@@ -161,17 +161,19 @@ class _QuantizedAdam(torch.optim.Optimizer):
             raise FloatingPointError(
                 f"non-finite gradient in param_groups[{bad[0][0]}]['params'][{bad[0][1]}] "
                 f"({len(bad)} tensor(s) in all); nothing was updated")
+        # every path is chosen (and fused=True refused where none exists) before any change
+        paths = [self._path(group, p) for _, _, group, p in work]
         full: dict[int, list] = {}
-        for gi, _, group, p in work:
+        for (gi, _, group, p), path in zip(work, paths):
             state = self.state[p]
             if not state:
                 self._init_state(group, p, state)
-            if p.device.type == "meta":
+            if path == "meta":
                 state["step"] += 1
-            elif self._torch_fused(group, p):
+            elif path == "torch":
                 full.setdefault(gi, []).append(p)
             else:
-                self._update(group, p, state)
+                self._update(group, p, state, kernel=path == "kernel")
         for gi, ps in full.items():
             self._torch_fused_step(self.param_groups[gi], ps)
         self._record_formats()
@@ -190,6 +192,27 @@ class _QuantizedAdam(torch.optim.Optimizer):
         finite = torch.isfinite(torch.stack([s.to(dev) for s in sums])).tolist()
         return [(gi, pi) for (gi, pi, _, p), ok in zip(work, finite)
                 if not ok and not torch.isfinite(p.grad).all()]
+
+    def _path(self, group, p) -> str:
+        """How ``p`` steps: "meta" (shapes only), "torch" (torch's fused/foreach AdamW),
+        "kernel" (the fused C++ step) or "reference" (the eager loop)."""
+        if p.device.type == "meta":
+            return "meta"
+        if self._torch_fused(group, p):
+            return "torch"
+        if group["fused"] is not False:
+            codec_m, codec_v = self.codecs(group, p)
+            if fused.supports(codec_m, codec_v, p):
+                if fused.extension() is not None:
+                    return "kernel"
+                if group["fused"]:
+                    raise RuntimeError(f"fused=True but the fused CPU step is unavailable: "
+                                       f"{fused.unavailable()}")
+            elif group["fused"]:
+                raise RuntimeError("fused=True but this parameter's state format has no fused "
+                                   "kernel (see solo.fused.supports and AdamW's fused); use "
+                                   "fused=None")
+        return "reference"
 
     # --- full-precision states: torch's fused / foreach AdamW ---------------------------------
     def _torch_fused(self, group, p) -> bool:
@@ -251,7 +274,7 @@ class _QuantizedAdam(torch.optim.Optimizer):
         torch._foreach_copy_([st["exp_avg_sq"] for st in states], vs)
 
     # --- quantized states ---------------------------------------------------------------------
-    def _update(self, group, p, state):
+    def _update(self, group, p, state, kernel: bool):
         codec_m, codec_v = self.codecs(group, p)
         fm, fv = self._fields(state, "exp_avg", codec_m), self._fields(state, "exp_avg_sq", codec_v)
         beta1, beta2 = group["betas"]
@@ -262,26 +285,16 @@ class _QuantizedAdam(torch.optim.Optimizer):
         state["step"] += 1
         step = state["step"].item()
         gen = self.generator(p.device)
-        use_fused = group["fused"]
-
-        if use_fused is not False and fused.supports(codec_m, codec_v, p):
-            if fused.extension() is not None:
-                # One 63-bit key per tensor per step from the optimizer's generator: the
-                # kernel's SR draws are a function of (key, element), so resuming is exact.
-                key = (int(torch.randint(0, 2**63 - 1, (1,), generator=gen))
-                       if codec_v.stochastic else 0)
-                fused.step(p, p.grad, codec_m, fm, codec_v, fv, lr=lr, beta1=beta1,
-                           beta2=beta2, eps=eps, weight_decay=wd, bc1=1 - beta1**step,
-                           bc2_sqrt=math.sqrt(1 - beta2**step), belief=self._belief,
-                           belief_eps=eps_s, key=key)
-                return
-            if use_fused:
-                raise RuntimeError(f"fused=True but the fused CPU step is unavailable: "
-                                   f"{fused.unavailable()}")
-        elif use_fused:
-            raise RuntimeError("fused=True but this parameter's state format has no fused "
-                               "kernel (see solo.fused.supports and AdamW's fused); use "
-                               "fused=None")
+        if kernel:
+            # One 63-bit key per tensor per step from the optimizer's generator: the kernel's
+            # SR draws are a function of (key, element), so resuming is exact.
+            key = (int(torch.randint(0, 2**63 - 1, (1,), generator=gen))
+                   if codec_v.stochastic else 0)
+            fused.step(p, p.grad, codec_m, fm, codec_v, fv, lr=lr, beta1=beta1, beta2=beta2,
+                       eps=eps, weight_decay=wd, bc1=1 - beta1**step,
+                       bc2_sqrt=math.sqrt(1 - beta2**step), belief=self._belief,
+                       belief_eps=eps_s, key=key)
+            return
         g = p.grad.float()
         m = codec_m.decode(fm, p.shape)
         v = codec_v.decode(fv, p.shape)

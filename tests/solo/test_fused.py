@@ -213,3 +213,16 @@ def test_fused_and_reference_train_alike():
     f, r = torch.tensor(losses[None]), torch.tensor(losses[False])
     se = ((f.var() + r.var()) / 4).sqrt()
     assert (f.mean() - r.mean()).abs() <= max(3 * se, 0.05 * r.mean()), losses
+
+
+def test_fused_true_refuses_before_any_change():
+    """fused=True where one parameter has no fused step (float64 here) raises before the
+    others are updated: nothing changes, no state is created."""
+    a = torch.nn.Parameter(torch.randn(256))
+    b = torch.nn.Parameter(torch.randn(256, dtype=torch.float64))
+    opt = solo.PRESETS["solo_4_2bit"]([a, b], fused=True)
+    a.grad, b.grad = torch.randn(256), torch.randn(256, dtype=torch.float64)
+    before = a.detach().clone()
+    with pytest.raises(RuntimeError, match="no fused kernel"):
+        opt.step()
+    assert torch.equal(a, before) and not opt.state
