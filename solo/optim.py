@@ -198,10 +198,10 @@ class _QuantizedAdam(torch.optim.Optimizer):
         "kernel" (the fused C++ step) or "reference" (the eager loop)."""
         if p.device.type == "meta":
             return "meta"
-        if self._torch_fused(group, p):
+        codec_m, codec_v = self.codecs(group, p)
+        if self._torch_fused(group, p, codec_m, codec_v):
             return "torch"
         if group["fused"] is not False:
-            codec_m, codec_v = self.codecs(group, p)
             if fused.supports(codec_m, codec_v, p):
                 if fused.extension() is not None:
                     return "kernel"
@@ -215,7 +215,7 @@ class _QuantizedAdam(torch.optim.Optimizer):
         return "reference"
 
     # --- full-precision states: torch's fused / foreach AdamW ---------------------------------
-    def _torch_fused(self, group, p) -> bool:
+    def _torch_fused(self, group, p, cm: Codec, cv: Codec) -> bool:
         """Whether ``p`` takes torch's multi-tensor kernels: fp32 or bf16 states (``none`` /
         ``bf16`` for both) of an fp32 CPU parameter, AdamW, ``fused`` not False. fp32 states
         take the fused AdamW kernel (within torch's fused-vs-foreach tolerance of the
@@ -225,7 +225,6 @@ class _QuantizedAdam(torch.optim.Optimizer):
             return False
         if p.device.type != "cpu" or p.dtype != torch.float32 or p.grad.dtype != torch.float32:
             return False
-        cm, cv = self.codecs(group, p)
         return (isinstance(cm, FullCodec) and isinstance(cv, FullCodec)
                 and cm.dtype == cv.dtype)
 
