@@ -100,7 +100,21 @@ def _lut_args(**change):
     return run
 
 
-PROBES = {}
+def _resized():
+    p, o = _stepped(n=1000, fused=True)
+    p.data = torch.randn(2000)
+    p.grad = torch.randn(2000)
+    o.step()
+
+
+def _codes_as_float():
+    p, o = _stepped(n=1000, fused=True)
+    o.state[p]["exp_avg_codes"] = o.state[p]["exp_avg_codes"].float()
+    o.step()
+
+
+PROBES = {"parameter resized under its states": _resized,
+          "state codes edited to float": _codes_as_float}
 for flag in (None, False):
     for q in (1.5, 1.01, 2.0, float("nan")):
         PROBES[f"group quantile={q} fused={flag}"] = _group_probe(flag, q)

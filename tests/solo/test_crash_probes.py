@@ -36,7 +36,11 @@ def _child(*args: str, timeout: float = 120) -> str:
 
 
 # probe -> what it must raise (type and a fragment of the message), or "ok"
-EXPECTED = {}
+EXPECTED = {
+    "parameter resized under its states": "RuntimeError: fused_step: m_codes has 500 elements, "
+                                          "expected 1000",
+    "state codes edited to float": "RuntimeError: fused_step: m_codes must be Byte, got Float",
+}
 for _flag in (None, False):
     for _q in (1.5, 1.01, 2.0, float("nan")):
         EXPECTED[f"group quantile={_q} fused={_flag}"] = "ValueError: param_groups[0]: Invalid quantile"
