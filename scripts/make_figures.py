@@ -19,14 +19,18 @@ import figures_runs  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from solo.analysis import CASE_STUDY_QUANTIZERS, swamping_case_study  # noqa: E402
+from solo.analysis import (  # noqa: E402
+    CASE_STUDY_QUANTIZERS,
+    swamping_case_study,
+    swamping_threshold,
+)
 from solo.momentum import PRINTED_TABLE, adjusted_beta  # noqa: E402
 
 BETAS = [round(0.80 + 0.01 * i, 2) for i in range(20)]
 BITS = (2, 3, 4)
-# method.md section 5: beta above which the linear map (with zero) swamps every level, and
-# above which DE swamps half its levels.
-THEORY = {"linear0": {2: 0.833, 3: 0.929, 4: 0.967}, "de": {2: 0.837, 3: 0.933, 4: 0.966}}
+
+# method.md section 5 (Corollary), derived from the codebooks: solo.analysis.swamping_threshold
+THEORY = {q: {b: swamping_threshold(q, b) for b in BITS} for q in ("linear0", "de")}
 LABELS = {"linear0": "linear (with 0)", "de": "DE", "log": "log (SOLO, SR)", "fp32": "fp32"}
 
 

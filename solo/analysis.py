@@ -13,7 +13,8 @@ import torch
 from . import codebooks
 from .codecs import BlockCodec, Codec, make_codec
 
-__all__ = ["CASE_STUDY_QUANTIZERS", "case_study_codec", "swamping_case_study"]
+__all__ = ["CASE_STUDY_QUANTIZERS", "case_study_codec", "swamping_case_study",
+           "swamping_threshold"]
 
 #: quantizers of the paper's figure: linear *with* zero (the thresholds' setting), DE, log, fp32
 CASE_STUDY_QUANTIZERS = ("linear0", "de", "log", "fp32")
@@ -43,3 +44,18 @@ def swamping_case_study(quantizer: str, bits: int, beta: float, *, steps: int = 
         x = codec.decode(fields, shape).clone()
         codec.encode(beta * x + (1 - beta) * z, fields, gen)
     return codec.decode(fields, shape).mean().item()
+
+
+def swamping_threshold(quantizer: str, bits: int) -> float:
+    """The beta above which nearest rounding swamps (method.md section 5, Corollary).
+
+    A level of half-gap r keeps its code once 1 - beta <= r (the increment (1 - beta) z with
+    z <= Delta cannot cross it), so the linear map with zero (``linear0``) swamps every level
+    above 1 - min(r) and ``de`` half its levels above 1 - median(r), r over the half-gaps of
+    the unsigned codebook (the lower median, as :func:`solo.momentum.r_median`).
+    """
+    if quantizer not in ("linear0", "de"):
+        raise ValueError(f"Invalid quantizer: {quantizer!r}; allowed: 'linear0', 'de'")
+    levels = case_study_codec(quantizer, bits, 1).levels.double()
+    r = (levels[1:] - levels[:-1]) / 2
+    return 1.0 - (r.min() if quantizer == "linear0" else r.median()).item()

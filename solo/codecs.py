@@ -121,8 +121,11 @@ def _num_blocks(n: int, block: int) -> int:
 
 
 def _blocks(x: torch.Tensor, block: int) -> torch.Tensor:
-    """Flatten and zero-pad to whole blocks: shape (num_blocks, block)."""
+    """Flatten and zero-pad to whole blocks: shape (num_blocks, block). A tensor smaller than
+    a block is one block of its own size: a block never exceeds its tensor, so a huge
+    ``block_size`` costs nothing (the zeros of a padded block change no scale or quantile)."""
     flat = x.reshape(-1)
+    block = min(block, max(flat.numel(), 1))
     pad = -flat.numel() % block if flat.numel() else block
     if pad:
         flat = torch.cat([flat, flat.new_zeros(pad)])
@@ -210,9 +213,11 @@ def block_quantile(xb: torch.Tensor, q: float, lengths: int | None = None, *,
     if lengths is not None and lengths != cols:
         valid[-1, lengths:] = False
     n = valid.sum(dim=1)
-    pos = q * (n - 1).clamp(min=0).to(xb.dtype)
-    lo = pos.floor().long()
-    hi = torch.minimum(lo + 1, (n - 1).clamp(min=0))
+    last = (n - 1).clamp(min=0)
+    pos = q * last.to(xb.dtype)
+    # float32(n - 1) may round above n - 1 once n > 2^24: the ranks stay inside the row
+    lo = torch.minimum(pos.floor().long(), last)
+    hi = torch.minimum(lo + 1, last)
     need = math.floor(q * (cols - 1)) + 2  # hi + 1 <= need for every row
     vals = torch.where(valid, xb, torch.full_like(xb, math.inf))
     if need <= cols // 2:
@@ -251,7 +256,7 @@ class LogCodec(Codec):
                 "scales": ((nb,), torch.float32), "alphas": ((nb,), torch.float32)}
 
     def alphas(self, xb: torch.Tensor, scales: torch.Tensor, n: int) -> torch.Tensor:
-        last = n - (xb.shape[0] - 1) * self.block_size
+        last = n - (xb.shape[0] - 1) * xb.shape[1]
         # Over the block's positive entries: a log map cannot represent 0, and counting zeros
         # (never-updated embedding rows, padding) drives x_p and alpha to 0 so every non-max
         # value collapses towards 0 and m/sqrt(v) explodes (a DCN embedding table diverged).

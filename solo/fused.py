@@ -95,13 +95,21 @@ def supports(codec_m: Codec, codec_v: Codec, p: torch.Tensor) -> bool:
         block_v = codec_v.block_size
     else:
         return False
-    return codec_m.block_size == block_v and block_v % 8 == 0 and p.numel() > 0
+    # blocks must start at a whole group of packed codes (8 codes), unless there is one block
+    n = p.numel()
+    return codec_m.block_size == block_v and n > 0 and (block_v % 8 == 0 or n <= block_v)
 
 
 def step(p, grad, codec_m: BlockCodec, fm: dict, codec_v: Codec, fv: dict, *, lr, beta1,
-         beta2, eps, weight_decay, bc1, bc2_sqrt, belief: bool,
+         beta2, eps, weight_decay, bc1, bc2_sqrt, belief: bool, belief_eps: float | None = None,
          rand: torch.Tensor | None = None, key: int = 0) -> None:
-    """Update ``p`` and the fields ``fm``/``fv`` in place (see solo/csrc/fused_step.cpp)."""
+    """Update ``p`` and the fields ``fm``/``fv`` in place (see solo/csrc/fused_step.cpp).
+
+    ``belief_eps``: what AdaBelief adds to s each step (default ``eps``; 0 for the reference
+    SOLO code's variant). ``rand``: the reference's uniform draws, at least ``p.numel()``
+    (tests); else the kernel draws its own from ``key``. The kernel checks every tensor's
+    dtype, device, layout and size (a RuntimeError, never a crash).
+    """
     ext = extension()
     m_levels, m_bounds = codec_m._tables(p.device)
     is_log = isinstance(codec_v, LogCodec)
@@ -116,9 +124,11 @@ def step(p, grad, codec_m: BlockCodec, fm: dict, codec_v: Codec, fv: dict, *, lr
     g = grad if grad.dtype == torch.float32 and grad.is_contiguous() else grad.float().contiguous()
     ext.fused_step(p, g, fm["codes"], fm["scales"], m_levels, m_bounds, codec_m.bits,
                    fv["codes"], fv["scales"], alphas, v_levels, v_bounds, codec_v.bits, is_log,
-                   codec_m.block_size, float(getattr(codec_v, "quantile", 0.0)), float(lr),
-                   float(beta1), float(beta2), float(eps), float(weight_decay), float(bc1),
-                   float(bc2_sqrt), belief, _EMPTY if rand is None else rand.contiguous(),
+                   min(codec_m.block_size, max(p.numel(), 1)),
+                   float(getattr(codec_v, "quantile", 0.0)), float(lr), float(beta1),
+                   float(beta2), float(eps), float(weight_decay), float(bc1), float(bc2_sqrt),
+                   belief, float(eps if belief_eps is None else belief_eps),
+                   _EMPTY if rand is None else rand.contiguous(),
                    int(key), m_lut, m_bpad, v_lut, v_bpad)
 
 

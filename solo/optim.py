@@ -14,87 +14,87 @@ with a GradScaler never reach this: the scaler skips ``step()`` on inf/NaN gradi
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 
 from . import fused
-from .codecs import Codec, make_codec
+from .codecs import Codec, FullCodec, make_codec
+from .validation import check_format, check_group, format_of
 
 __all__ = ["AdamW", "AdaBelief"]
 
-_QUANT_KEYS = ("bits", "quantizers", "block_size", "quantile", "min_quantizable_size")
 _STATES = ("exp_avg", "exp_avg_sq")
-
-
-def _pair(x, name: str) -> tuple:
-    # any sequence (tuple, list, an OmegaConf ListConfig from a config) but a string
-    if isinstance(x, Sequence) and not isinstance(x, str):
-        if len(x) != 2:
-            raise ValueError(f"Invalid {name}: {x!r}; expected one value or a pair "
-                             f"(first state, second state)")
-        return tuple(x)
-    return (x, x)
+# Group knobs a checkpoint written before they existed may lack (load_state_dict fills them).
+_NEW_KEYS = ("seed", "fused", "eps_in_s")
+# elements per foreach chunk of the bf16-state step (its fp32 temporaries: ~3 x 4 MiB)
+_CHUNK = 2**20
+_REQUIRED_KEYS = ("params", "lr", "betas", "eps", "weight_decay", "bits", "quantizers",
+                  "block_size", "quantile", "min_quantizable_size")
 
 
 class _QuantizedAdam(torch.optim.Optimizer):
     _belief = False
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *,
-                 bits=(4, 2), quantizers=("de", "log"), block_size=128, quantile=0.1,
-                 min_quantizable_size=0, seed=None, fused=None):
-        if isinstance(lr, torch.Tensor):
-            if lr.numel() != 1:
-                raise ValueError("Tensor lr must be 1-element")
-            if lr.item() < 0:
-                raise ValueError(f"Invalid learning rate: {lr}")
-        elif not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0.0 <= eps:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        if len(betas) != 2:
-            raise ValueError(f"Invalid betas: {betas!r}; expected (beta1, beta2)")
-        for i, b in enumerate(betas):
-            if not 0.0 <= b < 1.0:
-                raise ValueError(f"Invalid beta parameter at index {i}: {b}; allowed: [0, 1)")
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        bits, quantizers, block_size = (_pair(bits, "bits"), _pair(quantizers, "quantizers"),
-                                        _pair(block_size, "block_size"))
-        for bs in block_size:
-            if not isinstance(bs, int) or bs <= 0:
-                raise ValueError(f"Invalid block_size: {bs!r}; allowed: a positive int "
-                                 f"(elements) or a pair of them")
-        if not 0.0 < quantile < 1.0:
-            raise ValueError(f"Invalid quantile: {quantile}; allowed: 0 < quantile < 1")
-        if not isinstance(min_quantizable_size, int) or min_quantizable_size < 0:
-            raise ValueError(f"Invalid min_quantizable_size: {min_quantizable_size!r}; "
-                             f"allowed: an int >= 0 (elements)")
-        # Build once to validate (bits, quantizer, sign) combinations early.
-        for i in (0, 1):
-            make_codec(quantizers[i], bits[i], signed=(i == 0), block_size=block_size[i],
-                       quantile=quantile)
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                        bits=bits, quantizers=quantizers, block_size=block_size,
-                        quantile=quantile, min_quantizable_size=min_quantizable_size)
-        super().__init__(params, defaults)
-        if fused not in (None, True, False):
-            raise ValueError(f"Invalid fused: {fused!r}; allowed: None (auto), True, False")
-        self._seed = seed
-        self._fused = fused
+    def __init__(self, params, lr, betas, eps, weight_decay, *, bits, quantizers, block_size,
+                 quantile, min_quantizable_size, seed, fused, **extra):
+        if seed is None:
+            # Resolved now so that the groups, and so every checkpoint, carry the seed.
+            seed = torch.initial_seed()
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, bits=bits,
+                        quantizers=quantizers, block_size=block_size, quantile=quantile,
+                        min_quantizable_size=min_quantizable_size, seed=seed, fused=fused,
+                        **extra)
+        check_group(defaults, self._belief)
         self._generators: dict[str, torch.Generator] = {}
+        # group index -> its state-format knobs, once the group holds states
+        self._formats: dict[int, dict] = {}
+        super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict) -> None:
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
         params = param_group["params"]
-        params = [params] if isinstance(params, torch.Tensor) else list(params)
-        param_group = {**param_group, "params": params}
+        if isinstance(params, torch.Tensor):
+            params = [params]
+        elif isinstance(params, (set, frozenset)):
+            raise TypeError("optimizer parameters need to be organized in ordered collections, "
+                            "but the ordering of tensors in sets will change between runs. "
+                            "Please use a list instead.")
+        else:
+            params = list(params)
+        group = {**self.defaults, **param_group, "params": params}
+        if group["seed"] is None:
+            group["seed"] = self.defaults["seed"]
         if len(set(map(id, params))) != len(params):
             raise ValueError("optimizer contains a parameter group with duplicate parameters")
         for p in params:
             if isinstance(p, torch.Tensor) and p.is_complex():
                 raise ValueError("complex parameters are not supported; "
                                  "use torch.view_as_real(param)")
-        super().add_param_group(param_group)
+        where = f"param_groups[{len(self.param_groups)}]"
+        check_group(group, self._belief, where)
+        if self.param_groups and group["seed"] != self.param_groups[0]["seed"]:
+            raise ValueError(f"{where}: seed {group['seed']!r} differs from param_groups[0]'s "
+                             f"{self.param_groups[0]['seed']!r}; the SR generator is per "
+                             f"optimizer: give every group the same seed")
+        super().add_param_group(group)
+
+    def _check_groups(self) -> None:
+        """Re-validate every group (they may have been edited since the last step)."""
+        for gi, group in enumerate(self.param_groups):
+            where = f"param_groups[{gi}]"
+            check_group(group, self._belief, where)
+            if gi in self._formats:
+                check_format(self._formats[gi], group, where)
+            if group["seed"] != self.param_groups[0]["seed"]:
+                raise ValueError(f"{where}: seed {group['seed']!r} differs from param_groups[0]'s "
+                                 f"{self.param_groups[0]['seed']!r}; the SR generator is per "
+                                 f"optimizer: give every group the same seed")
+
+    def _record_formats(self) -> None:
+        for gi, group in enumerate(self.param_groups):
+            if gi not in self._formats and any(p in self.state for p in group["params"]):
+                self._formats[gi] = format_of(group)
 
     # --- state format ---------------------------------------------------------------------
     def codecs(self, group: dict, p: torch.Tensor) -> tuple[Codec, Codec]:
@@ -122,16 +122,21 @@ class _QuantizedAdam(torch.optim.Optimizer):
 
     def _init_state(self, group, p, state):
         state["step"] = torch.zeros((), dtype=torch.float32)
+        if p.device.type == "meta":  # shapes only, as torch.optim steps meta tensors
+            for key, (shape, dtype) in self.state_spec(group, p).items():
+                if key != "step":
+                    state[key] = torch.empty(shape, dtype=dtype, device="meta")
+            return
         for name, codec in zip(_STATES, self.codecs(group, p)):
             for field, t in codec.init(p.shape, p.device).items():
                 state[name if field == "value" else f"{name}_{field}"] = t
 
     def generator(self, device: torch.device) -> torch.Generator:
-        """The optimizer's own SR generator for ``device`` (seeded from ``seed``)."""
+        """The optimizer's own SR generator for ``device`` (seeded from the groups' ``seed``)."""
         key = str(torch.device(device))
         if key not in self._generators:
             g = torch.Generator(device=device)
-            g.manual_seed(self._seed if self._seed is not None else torch.initial_seed())
+            g.manual_seed(self.param_groups[0]["seed"])
             self._generators[key] = g
         return self._generators[key]
 
@@ -142,6 +147,7 @@ class _QuantizedAdam(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._check_groups()
         work = []
         for gi, group in enumerate(self.param_groups):
             for pi, p in enumerate(group["params"]):
@@ -155,11 +161,22 @@ class _QuantizedAdam(torch.optim.Optimizer):
             raise FloatingPointError(
                 f"non-finite gradient in param_groups[{bad[0][0]}]['params'][{bad[0][1]}] "
                 f"({len(bad)} tensor(s) in all); nothing was updated")
-        for _, _, group, p in work:
+        # every path is chosen (and fused=True refused where none exists) before any change
+        paths = [self._path(group, p) for _, _, group, p in work]
+        full: dict[int, list] = {}
+        for (gi, _, group, p), path in zip(work, paths):
             state = self.state[p]
             if not state:
                 self._init_state(group, p, state)
-            self._update(group, p, state)
+            if path == "meta":
+                state["step"] += 1
+            elif path == "torch":
+                full.setdefault(gi, []).append(p)
+            else:
+                self._update(group, p, state, kernel=path == "kernel")
+        for gi, ps in full.items():
+            self._torch_fused_step(self.param_groups[gi], ps)
+        self._record_formats()
         return loss
 
     @staticmethod
@@ -167,6 +184,7 @@ class _QuantizedAdam(torch.optim.Optimizer):
         """(group, index) of gradients with an inf/NaN. A sum is non-finite whenever an element
         is, and costs one read (``isfinite().all()`` costs several): only tensors whose sum is
         not finite (or overflowed) get the exact check."""
+        work = [w for w in work if w[3].device.type != "meta"]
         if not work:
             return []
         sums = [p.grad.sum(dtype=torch.float32) for _, _, _, p in work]
@@ -175,32 +193,107 @@ class _QuantizedAdam(torch.optim.Optimizer):
         return [(gi, pi) for (gi, pi, _, p), ok in zip(work, finite)
                 if not ok and not torch.isfinite(p.grad).all()]
 
-    def _update(self, group, p, state):
+    def _path(self, group, p) -> str:
+        """How ``p`` steps: "meta" (shapes only), "torch" (torch's fused/foreach AdamW),
+        "kernel" (the fused C++ step) or "reference" (the eager loop)."""
+        if p.device.type == "meta":
+            return "meta"
+        codec_m, codec_v = self.codecs(group, p)
+        if self._torch_fused(group, p, codec_m, codec_v):
+            return "torch"
+        if group["fused"] is not False:
+            if fused.supports(codec_m, codec_v, p):
+                if fused.extension() is not None:
+                    return "kernel"
+                if group["fused"]:
+                    raise RuntimeError(f"fused=True but the fused CPU step is unavailable: "
+                                       f"{fused.unavailable()}")
+            elif group["fused"]:
+                raise RuntimeError("fused=True but this parameter's state format has no fused "
+                                   "kernel (see solo.fused.supports and AdamW's fused); use "
+                                   "fused=None")
+        return "reference"
+
+    # --- full-precision states: torch's fused / foreach AdamW ---------------------------------
+    def _torch_fused(self, group, p, cm: Codec, cv: Codec) -> bool:
+        """Whether ``p`` takes torch's multi-tensor kernels: fp32 or bf16 states (``none`` /
+        ``bf16`` for both) of an fp32 CPU parameter, AdamW, ``fused`` not False. fp32 states
+        take the fused AdamW kernel (within torch's fused-vs-foreach tolerance of the
+        reference); bf16 states the foreach ops in the reference's order (its exact bits:
+        one ulp of fp32 before rounding to bf16 would move a state by one bf16 ulp)."""
+        if self._belief or group["fused"] is False:
+            return False
+        if p.device.type != "cpu" or p.dtype != torch.float32 or p.grad.dtype != torch.float32:
+            return False
+        return (isinstance(cm, FullCodec) and isinstance(cv, FullCodec)
+                and cm.dtype == cv.dtype)
+
+    def _torch_fused_step(self, group, params) -> None:
+        beta1, beta2 = group["betas"]
+        lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
+        lr = float(lr.item() if isinstance(lr, torch.Tensor) else lr)
+        states = [self.state[p] for p in params]
+        steps = [st["step"] for st in states]
+        grads = [p.grad if p.grad.is_contiguous() else p.grad.contiguous() for p in params]
+        torch._foreach_add_(steps, 1)
+        if states[0]["exp_avg"].dtype == torch.float32:
+            torch._fused_adamw_(params, grads, [st["exp_avg"] for st in states],
+                                [st["exp_avg_sq"] for st in states], [], steps, amsgrad=False,
+                                lr=lr, beta1=float(beta1), beta2=float(beta2),
+                                weight_decay=float(wd), eps=float(eps), maximize=False,
+                                grad_scale=None, found_inf=None)
+            return
+        # bf16 states: decoded to fp32, the reference's ops in its order, rounded back; in
+        # chunks of about _CHUNK elements, so a step never holds fp32 copies of all states
+        start = 0
+        while start < len(params):
+            end, n = start, 0
+            while end < len(params) and (n == 0 or n + params[end].numel() <= _CHUNK):
+                n += params[end].numel()
+                end += 1
+            self._foreach_bf16(params[start:end], grads[start:end], states[start:end],
+                               lr, beta1, beta2, wd, eps)
+            start = end
+
+    @staticmethod
+    def _foreach_bf16(params, grads, states, lr, beta1, beta2, wd, eps) -> None:
+        ms = [st["exp_avg"].float() for st in states]
+        vs = [st["exp_avg_sq"].float() for st in states]
+        ts = [st["step"].item() for st in states]
+        if wd != 0:
+            torch._foreach_mul_(params, 1 - lr * wd)
+        torch._foreach_lerp_(ms, grads, 1 - beta1)
+        torch._foreach_mul_(vs, beta2)
+        torch._foreach_addcmul_(vs, grads, grads, value=1 - beta2)
+        denom = torch._foreach_sqrt(vs)
+        torch._foreach_div_(denom, [math.sqrt(1 - beta2**t) for t in ts])
+        torch._foreach_add_(denom, eps)
+        torch._foreach_addcdiv_(params, ms, denom, [-lr / (1 - beta1**t) for t in ts])
+        torch._foreach_copy_([st["exp_avg"] for st in states], ms)
+        torch._foreach_copy_([st["exp_avg_sq"] for st in states], vs)
+
+    # --- quantized states ---------------------------------------------------------------------
+    def _update(self, group, p, state, kernel: bool):
         codec_m, codec_v = self.codecs(group, p)
         fm, fv = self._fields(state, "exp_avg", codec_m), self._fields(state, "exp_avg_sq", codec_v)
         beta1, beta2 = group["betas"]
         lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
         lr = lr.item() if isinstance(lr, torch.Tensor) else lr
+        # AdaBelief's eps inside s (see AdaBelief); 0 is exact: s + 0 == s for s >= 0
+        eps_s = eps if self._belief and group["eps_in_s"] else 0.0
         state["step"] += 1
         step = state["step"].item()
         gen = self.generator(p.device)
-
-        if self._fused is not False and fused.supports(codec_m, codec_v, p):
-            if fused.extension() is not None:
-                # One 63-bit key per tensor per step from the optimizer's generator: the
-                # kernel's SR draws are a function of (key, element), so resuming is exact.
-                key = (int(torch.randint(0, 2**63 - 1, (1,), generator=gen))
-                       if codec_v.stochastic else 0)
-                fused.step(p, p.grad, codec_m, fm, codec_v, fv, lr=lr, beta1=beta1,
-                           beta2=beta2, eps=eps, weight_decay=wd, bc1=1 - beta1**step,
-                           bc2_sqrt=math.sqrt(1 - beta2**step), belief=self._belief, key=key)
-                return
-            if self._fused:
-                raise RuntimeError(f"fused=True but the fused CPU step is unavailable: "
-                                   f"{fused.unavailable()}")
-        elif self._fused:
-            raise RuntimeError("fused=True but this parameter's state format has no fused "
-                               "kernel (see solo.fused.supports); use fused=None")
+        if kernel:
+            # One 63-bit key per tensor per step from the optimizer's generator: the kernel's
+            # SR draws are a function of (key, element), so resuming is exact.
+            key = (int(torch.randint(0, 2**63 - 1, (1,), generator=gen))
+                   if codec_v.stochastic else 0)
+            fused.step(p, p.grad, codec_m, fm, codec_v, fv, lr=lr, beta1=beta1, beta2=beta2,
+                       eps=eps, weight_decay=wd, bc1=1 - beta1**step,
+                       bc2_sqrt=math.sqrt(1 - beta2**step), belief=self._belief,
+                       belief_eps=eps_s, key=key)
+            return
         g = p.grad.float()
         m = codec_m.decode(fm, p.shape)
         v = codec_v.decode(fv, p.shape)
@@ -211,7 +304,9 @@ class _QuantizedAdam(torch.optim.Optimizer):
         if self._belief:
             # AdaBelief (Zhuang et al. 2020, arXiv 2010.07468, Alg. 2): EMA of (g - m)^2 + eps.
             d = g - m
-            v.mul_(beta2).addcmul_(d, d, value=1 - beta2).add_(eps)
+            v.mul_(beta2).addcmul_(d, d, value=1 - beta2)
+            if eps_s:
+                v.add_(eps_s)
         else:
             v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
         bc1 = 1 - beta1**step
@@ -224,69 +319,123 @@ class _QuantizedAdam(torch.optim.Optimizer):
         codec_m.encode(m, fm, gen)
         codec_v.encode(v, fv, gen)
 
+    # --- copies and checkpoints ---------------------------------------------------------------
     def __getstate__(self):
         state = super().__getstate__()
-        state["_seed"] = self._seed
         state["_generator_states"] = {k: g.get_state() for k, g in self._generators.items()}
+        state["_formats"] = self._formats
         return state
 
     def __setstate__(self, state):
         gen_states = state.pop("_generator_states", {})
-        state.setdefault("_seed", None)
+        formats = state.pop("_formats", {})
+        legacy_seed = state.pop("_seed", None)  # pickles from before seed was a group knob
         super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("seed", legacy_seed if legacy_seed is not None
+                             else torch.initial_seed())
+            group.setdefault("fused", None)
+            if self._belief:
+                group.setdefault("eps_in_s", True)
+        self._formats = dict(formats)
         self._generators = {}
         for key, gs in gen_states.items():
             self.generator(torch.device(key)).set_state(gs)
 
-    # --- checkpoints --------------------------------------------------------------------------
     def state_dict(self):
         sd = super().state_dict()
         sd["sr_generators"] = {k: g.get_state() for k, g in self._generators.items()}
         return sd
 
     def load_state_dict(self, state_dict):
+        state_dict = {**state_dict, "param_groups": self._saved_groups(state_dict)}
+        saved_groups = state_dict["param_groups"]
+        # torch.optim casts every floating state tensor to the param dtype; keep ours as saved
+        # (fp32 scales stay fp32 with bf16 params, uint8 codes stay uint8).
+        originals = {}
+        for gi, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
+            for pi, (pid, p) in enumerate(zip(saved["params"], group["params"])):
+                if pid in state_dict["state"]:
+                    st = state_dict["state"][pid]
+                    _check_state(st, self.state_spec(saved, p), p,
+                                 f"param_groups[{gi}]['params'][{pi}]")
+                    originals[p] = st
+        super().load_state_dict(state_dict)
+        for p, st in originals.items():
+            self.state[p] = {k: (v.to(p.device).clone() if isinstance(v, torch.Tensor) else v)
+                             for k, v in st.items()}
+            self.state[p]["step"] = self.state[p]["step"].cpu()
+        # A checkpoint without a generator for a device (taken before the first step there)
+        # resumes from the checkpoint's seed, as the straight run did.
+        self._generators = {}
+        for key, gstate in state_dict.get("sr_generators", {}).items():
+            self.generator(torch.device(key)).set_state(gstate)
+        self._formats = {}
+        self._record_formats()
+
+    def _saved_groups(self, state_dict) -> list[dict]:
+        """The checkpoint's groups, validated, with knobs newer than it filled in."""
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(f"loaded state dict has {len(saved_groups)} parameter groups, "
                              f"this optimizer has {len(self.param_groups)} (field: param_groups)")
+        out = []
         for gi, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
-            for key in _QUANT_KEYS:
-                if key in saved and _norm(saved[key]) != _norm(group[key]):
-                    raise ValueError(f"checkpoint mismatch in param_groups[{gi}] field {key!r}: "
+            where = f"param_groups[{gi}]"
+            for key in _REQUIRED_KEYS:
+                if key not in saved:
+                    raise ValueError(f"checkpoint {where} lacks the field {key!r}; it is not a "
+                                     f"state dict of this optimizer (or was edited)")
+            saved = dict(saved)
+            for key in _NEW_KEYS:
+                if key in group and key not in saved:
+                    # eps_in_s: AdaBelief added eps to s before the knob existed
+                    saved[key] = True if key == "eps_in_s" else group[key]
+            check_group(saved, self._belief, f"checkpoint {where}")
+            for key in ("bits", "quantizers", "block_size", "quantile", "min_quantizable_size"):
+                if saved[key] != group[key]:
+                    raise ValueError(f"checkpoint mismatch in {where} field {key!r}: "
                                      f"saved {saved[key]!r}, optimizer has {group[key]!r}")
             if len(saved["params"]) != len(group["params"]):
-                raise ValueError(f"checkpoint mismatch in param_groups[{gi}] field 'params': "
+                raise ValueError(f"checkpoint mismatch in {where} field 'params': "
                                  f"saved {len(saved['params'])} tensors, optimizer has "
                                  f"{len(group['params'])}")
-        # torch.optim casts every floating state tensor to the param dtype; keep ours as saved
-        # (fp32 scales stay fp32 with bf16 params, uint8 codes stay uint8).
-        originals = {}
-        for saved, group in zip(saved_groups, self.param_groups):
-            for pid, p in zip(saved["params"], group["params"]):
-                if pid in state_dict["state"]:
-                    originals[p] = (state_dict["state"][pid], group)
-        for p, (st, group) in originals.items():
-            spec = self.state_spec(group, p)
-            for key, (shape, dtype) in spec.items():
-                if key not in st:
-                    raise ValueError(f"checkpoint mismatch: state field {key!r} missing for a "
-                                     f"parameter of shape {tuple(p.shape)}")
-                if tuple(st[key].shape) != tuple(shape) or st[key].dtype != dtype:
-                    raise ValueError(
-                        f"checkpoint mismatch in state field {key!r} for a parameter of shape "
-                        f"{tuple(p.shape)}: saved {tuple(st[key].shape)} {st[key].dtype}, "
-                        f"expected {tuple(shape)} {dtype}")
-        super().load_state_dict(state_dict)
-        for p, (st, _) in originals.items():
-            self.state[p] = {k: (v.to(p.device).clone() if isinstance(v, torch.Tensor) else v)
-                             for k, v in st.items()}
-            self.state[p]["step"] = self.state[p]["step"].cpu()
-        for key, gstate in state_dict.get("sr_generators", {}).items():
-            self.generator(torch.device(key)).set_state(gstate)
+            if out and saved["seed"] != out[0]["seed"]:
+                raise ValueError(f"checkpoint {where}: seed {saved['seed']!r} differs from "
+                                 f"param_groups[0]'s {out[0]['seed']!r}")
+            out.append(saved)
+        return out
 
 
-def _norm(x):
-    return tuple(_norm(v) for v in x) if isinstance(x, (list, tuple)) else x
+def _check_state(st: dict, spec: dict, p: torch.Tensor, where: str) -> None:
+    """A saved state has every field of ``spec`` with its shape and dtype, and finite values
+    (scales >= 0, alphas in (0, 1)): a NaN loaded into a scale would turn the parameter NaN."""
+    for key, (shape, dtype) in spec.items():
+        if key not in st:
+            raise ValueError(f"checkpoint mismatch: state field {key!r} missing for {where} "
+                             f"(shape {tuple(p.shape)})")
+        t = st[key]
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"checkpoint state field {key!r} of {where} is a "
+                             f"{type(t).__name__}, expected a tensor")
+        if tuple(t.shape) != tuple(shape) or t.dtype != dtype:
+            raise ValueError(
+                f"checkpoint mismatch in state field {key!r} for {where} (shape "
+                f"{tuple(p.shape)}): saved {tuple(t.shape)} {t.dtype}, expected "
+                f"{tuple(shape)} {dtype}")
+        if not t.is_floating_point() or t.device.type == "meta":
+            continue
+        ok = bool(torch.isfinite(t).all())
+        if ok and (key == "step" or key.endswith("_scales") or key == "exp_avg_sq"):
+            ok = bool((t >= 0).all())
+        if ok and key.endswith("_alphas"):
+            ok = bool(((t > 0) & (t < 1)).all())
+        if not ok:
+            allowed = ("in (0, 1)" if key.endswith("_alphas") else
+                       ">= 0 and finite" if key in ("step", "exp_avg_sq")
+                       or key.endswith("_scales") else "finite")
+            raise ValueError(f"checkpoint state field {key!r} of {where} holds values that are "
+                             f"not {allowed} (NaN or inf?); it would corrupt the parameters")
 
 
 class AdamW(_QuantizedAdam):
@@ -298,24 +447,49 @@ class AdamW(_QuantizedAdam):
     - ``bits``: bits per element: 2, 3, 4, 8 for quantizers, 16 for ``bf16``, 32 for ``none``.
     - ``quantizers``: ``none``, ``bf16``, ``linear``, ``linear-sr``, ``de``, ``de-sr``,
       ``log`` (SOLO; v only), ``rank1-linear`` (Li et al.; v only).
-    - ``block_size``: elements per block sharing one fp32 scale (and alpha for ``log``).
+    - ``block_size``: elements per block sharing one fp32 scale (and alpha for ``log``); a
+      tensor smaller than a block is one block of its own size (no padding).
     - ``quantile``: p of the log quantizer's per-block p-quantile (0 < p < 1).
     - ``min_quantizable_size``: tensors with fewer elements keep fp32 states.
-    - ``seed``: seeds the optimizer's own stochastic-rounding generator (default
-      ``torch.initial_seed()``); the global RNG is never used.
-    - ``fused``: ``None`` (default) uses the fused C++ CPU step (:mod:`solo.fused`) where it
-      supports the state format and falls back to the eager reference elsewhere; ``False``
-      always runs the reference; ``True`` raises where the fused step cannot run.
+    - ``seed``: seeds the optimizer's own stochastic-rounding generator; ``None`` means
+      ``torch.initial_seed()`` at construction. Kept in every param group (one value for all),
+      so checkpoints carry it; the global RNG is never used.
+    - ``fused``: ``None`` (default) uses a fused step where one exists and falls back to the
+      eager reference elsewhere: the fused C++ CPU step (:mod:`solo.fused`) for block-quantized
+      states, torch's fused AdamW kernel for ``none``/``bf16`` states of fp32 CPU parameters;
+      ``False`` always runs the reference; ``True`` raises where no fused step can run.
 
-    With both quantizers ``none`` it computes exactly what ``torch.optim.AdamW`` computes.
+    Every knob is validated in the constructor, ``add_param_group``, ``load_state_dict`` and
+    again at each ``step()``; ``bits``, ``quantizers``, ``block_size``,
+    ``min_quantizable_size`` and ``seed`` cannot change once a group holds states.
+    With both quantizers ``none`` it computes what ``torch.optim.AdamW`` computes.
     """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *,
+                 bits=(4, 2), quantizers=("de", "log"), block_size=128, quantile=0.1,
+                 min_quantizable_size=0, seed=None, fused=None):
+        super().__init__(params, lr, betas, eps, weight_decay, bits=bits, quantizers=quantizers,
+                         block_size=block_size, quantile=quantile,
+                         min_quantizable_size=min_quantizable_size, seed=seed, fused=fused)
 
 
 class AdaBelief(_QuantizedAdam):
     """AdaBelief (Zhuang et al. 2020) with decoupled weight decay and quantized states.
 
-    The second state is the EMA of (g - m)^2 (+ eps), unsigned like Adam's v; same knobs as
-    :class:`AdamW`.
+    The second state s is the EMA of (g - m)^2, unsigned like Adam's v; the update divides by
+    sqrt(s / (1 - beta2^t)) + eps. ``eps_in_s`` (default True) also adds eps to s every step,
+    as the AdaBelief paper (Alg. 2) and its official code do; the reference SOLO code
+    (``solow`` 0.2.0, ``AdaBeliefQ``) does not, which the presets of the paper's AdaBelief rows
+    follow (``eps_in_s=False``). At eps 1e-8 the two differ visibly. Other knobs as
+    :class:`AdamW` (fused: the C++ CPU step for block-quantized states only).
     """
 
     _belief = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *,
+                 bits=(4, 2), quantizers=("de", "log"), block_size=128, quantile=0.1,
+                 min_quantizable_size=0, seed=None, fused=None, eps_in_s=True):
+        super().__init__(params, lr, betas, eps, weight_decay, bits=bits, quantizers=quantizers,
+                         block_size=block_size, quantile=quantile,
+                         min_quantizable_size=min_quantizable_size, seed=seed, fused=fused,
+                         eps_in_s=eps_in_s)

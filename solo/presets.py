@@ -28,6 +28,9 @@ solo_2bit              AdamW       2-bit DE, B128, beta1 rule   2-bit log, B128,
 adabelief32            AdaBelief   fp32                         fp32
 adabelief_solo_4_2bit  AdaBelief   4-bit DE, B128, beta1 rule   2-bit log, B128, SR, p=0.1
 =====================  ==========  ===========================  =========================
+
+The AdaBelief presets follow the reference SOLO code (``eps_in_s=False``: eps only in the
+denominator, not added to s every step; see :class:`solo.AdaBelief`).
 """
 
 from __future__ import annotations
@@ -111,9 +114,10 @@ solo_3bit = Preset("solo_3bit", "SOLO 3-bit AdamW", AdamW,
 solo_2bit = Preset("solo_2bit", "SOLO 2-bit AdamW", AdamW,
                    dict(bits=2, quantizers=("de", "log")), beta1=SOLO_RULE)
 adabelief32 = Preset("adabelief32", "32-bit AdaBelief", AdaBelief,
-                     dict(bits=32, quantizers="none"))
+                     dict(bits=32, quantizers="none", eps_in_s=False))
 adabelief_solo_4_2bit = Preset("adabelief_solo_4_2bit", "SOLO 4/2-bit AdaBelief", AdaBelief,
-                               dict(bits=(4, 2), quantizers=("de", "log")), beta1=SOLO_RULE)
+                               dict(bits=(4, 2), quantizers=("de", "log"), eps_in_s=False),
+                               beta1=SOLO_RULE)
 
 #: Every preset above by name, in the order defined (the order tables list them): defining a
 #: preset is the one step that registers it.

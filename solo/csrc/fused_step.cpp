@@ -135,7 +135,8 @@ inline float log_normal(float x) {
 // two ranks around it.
 inline float quantile_pos(double q, int64_t k, int64_t& lo, int64_t& hi) {
   const float pos = static_cast<float>(q) * static_cast<float>(k - 1);
-  lo = static_cast<int64_t>(std::floor(pos));
+  // float(k - 1) may round above k - 1 once k > 2^24: the ranks stay inside [0, k)
+  lo = std::min(std::max(static_cast<int64_t>(std::floor(pos)), int64_t(0)), k - 1);
   hi = std::min(lo + 1, k - 1);
   return pos;
 }
@@ -203,7 +204,7 @@ struct Args {
   uint8_t* VC; float* VS; float* VA; const float* VL; const float* VB; int vnb;
   Search ms, vs;
   const float* R; uint64_t key; int64_t n, block; double quantile, weight_decay; bool belief;
-  float decay, w, b2, omb2, epsf, bc2, step;
+  float decay, w, b2, omb2, epsf, beps, bc2, step;
 };
 
 // Per-thread scratch for one block.
@@ -266,7 +267,7 @@ void block_scalar(const Args& a, int64_t blk, Scratch& s, const LogConsts& lc) {
   if (a.weight_decay != 0)
     for (int64_t i = 0; i < len; ++i) P[i] = P[i] * a.decay;
   const float w = a.w, omw = 1.0f - a.w, b2 = a.b2, omb2 = a.omb2, epsf = a.epsf,
-              bc2 = a.bc2, stepf = a.step;
+              beps = a.beps, bc2 = a.bc2, stepf = a.step;
   if (std::abs(w) < 0.5f) {
     for (int64_t i = 0; i < len; ++i) m[i] = m[i] + w * (G[i] - m[i]);
   } else {
@@ -275,7 +276,7 @@ void block_scalar(const Args& a, int64_t blk, Scratch& s, const LogConsts& lc) {
   if (a.belief) {
     for (int64_t i = 0; i < len; ++i) {
       const float d = G[i] - m[i];
-      v[i] = (v[i] * b2 + omb2 * d * d) + epsf;
+      v[i] = (v[i] * b2 + omb2 * d * d) + beps;
     }
   } else {
     for (int64_t i = 0; i < len; ++i) v[i] = v[i] * b2 + omb2 * G[i] * G[i];
@@ -536,7 +537,8 @@ void block_avx2(const Args& a, int64_t blk, Scratch& s, const LogConsts& lc, con
   const __m256 decay = _mm256_set1_ps(a.decay), w = _mm256_set1_ps(a.w),
                omw = _mm256_set1_ps(1.0f - a.w), b2 = _mm256_set1_ps(a.b2),
                omb2 = _mm256_set1_ps(a.omb2), epsf = _mm256_set1_ps(a.epsf),
-               bc2 = _mm256_set1_ps(a.bc2), stepf = _mm256_set1_ps(a.step),
+               beps = _mm256_set1_ps(a.beps), bc2 = _mm256_set1_ps(a.bc2),
+               stepf = _mm256_set1_ps(a.step),
                zero = _mm256_setzero_ps(), inf = _mm256_set1_ps(INFINITY),
                absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
   __m256 mmax = zero, vmax = zero, min1 = inf, min2 = inf;
@@ -551,7 +553,7 @@ void block_avx2(const Args& a, int64_t blk, Scratch& s, const LogConsts& lc, con
                 : _mm256_sub_ps(g, _mm256_mul_ps(_mm256_sub_ps(g, m), omw));
     if (a.belief) {
       const __m256 d = _mm256_sub_ps(g, m);
-      v = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(v, b2), _mm256_mul_ps(_mm256_mul_ps(omb2, d), d)), epsf);
+      v = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(v, b2), _mm256_mul_ps(_mm256_mul_ps(omb2, d), d)), beps);
     } else {
       v = _mm256_add_ps(_mm256_mul_ps(v, b2), _mm256_mul_ps(_mm256_mul_ps(omb2, g), g));
     }
@@ -672,9 +674,38 @@ Search search(const float* bounds, int nb, const torch::Tensor& lut, const torch
   return sr;
 }
 
+// Bytes of n packed codes of `bits` bits (solo/packing.py packed_numel).
+int64_t packed_numel(int64_t n, int64_t bits) {
+  return bits == 3 ? (n + 7) / 8 * 3 : (n + 8 / bits - 1) / (8 / bits);
+}
+
+// Every input is checked before any pointer is taken: a wrong dtype, device, layout or size
+// (a state edited by hand, a group knob changed under existing states) raises RuntimeError
+// instead of reading or writing out of bounds.
+void check_tensor(const torch::Tensor& t, const char* name, c10::ScalarType dtype, int64_t numel) {
+  TORCH_CHECK(t.device().is_cpu(), "fused_step: ", name, " must be a CPU tensor, got ", t.device());
+  TORCH_CHECK(t.scalar_type() == dtype, "fused_step: ", name, " must be ", dtype, ", got ",
+              t.scalar_type());
+  TORCH_CHECK(t.is_contiguous(), "fused_step: ", name, " must be contiguous");
+  TORCH_CHECK(numel < 0 || t.numel() == numel, "fused_step: ", name, " has ", t.numel(),
+              " elements, expected ", numel);
+}
+
+void check_search(const torch::Tensor& lut, const torch::Tensor& bpad, int64_t nb, const char* name) {
+  if (lut.numel() == 0) return;
+  check_tensor(lut, name, torch::kInt32, 2 * kLutKeys);
+  check_tensor(bpad, name, torch::kFloat32, -1);
+  TORCH_CHECK(bpad.numel() > nb, "fused_step: ", name, " padding must extend the boundaries");
+  const int32_t* l = lut.data_ptr<int32_t>();
+  for (int64_t k = 0; k < lut.numel(); ++k)
+    TORCH_CHECK(l[k] >= 0 && l[k] <= nb, "fused_step: ", name, " entry out of range");
+}
+
 // One step for one parameter. Tensors are contiguous CPU; p, g float32 of n elements.
 // m: codes/scales + levels/bounds (signed); v: codes/scales (+ alphas for log) + levels/bounds.
-// rand: float32 of n (the reference's draws) or empty (then uniform(key, i)).
+// block: elements per block (a block never exceeds the tensor: min(block, n) is used).
+// belief_eps: what AdaBelief adds to s each step (eps, or 0 for the reference SOLO variant).
+// rand: float32 of at least n (the reference's draws) or empty (then uniform(key, i)).
 // m_lut/m_bpad, v_lut/v_bpad: bucket tables of 8-bit codebooks (Search), or empty.
 void fused_step(torch::Tensor p, torch::Tensor g, torch::Tensor m_codes, torch::Tensor m_scales,
                 torch::Tensor m_levels, torch::Tensor m_bounds, int64_t m_bits,
@@ -682,10 +713,43 @@ void fused_step(torch::Tensor p, torch::Tensor g, torch::Tensor m_codes, torch::
                 torch::Tensor v_levels, torch::Tensor v_bounds, int64_t v_bits, bool v_log,
                 int64_t block, double quantile, double lr, double beta1, double beta2,
                 double eps, double weight_decay, double bc1, double bc2_sqrt, bool belief,
-                torch::Tensor rand, int64_t key, torch::Tensor m_lut, torch::Tensor m_bpad,
-                torch::Tensor v_lut, torch::Tensor v_bpad) {
+                double belief_eps, torch::Tensor rand, int64_t key, torch::Tensor m_lut,
+                torch::Tensor m_bpad, torch::Tensor v_lut, torch::Tensor v_bpad) {
+  const auto ok_bits = [](int64_t b) { return b == 2 || b == 3 || b == 4 || b == 8; };
+  TORCH_CHECK(ok_bits(m_bits) && ok_bits(v_bits), "fused_step: bits must be 2, 3, 4 or 8, got (",
+              m_bits, ", ", v_bits, ")");
+  TORCH_CHECK(block > 0, "fused_step: block must be positive, got ", block);
+  TORCH_CHECK(quantile >= 0.0 && quantile <= 1.0, "fused_step: quantile must be in [0, 1], got ",
+              quantile);
+  const int64_t n = p.numel();
+  check_tensor(p, "param", torch::kFloat32, -1);
+  check_tensor(g, "grad", torch::kFloat32, n);
+  if (n == 0) return;
+  block = std::min(block, n);
+  const int64_t nblocks = (n + block - 1) / block;
+  TORCH_CHECK(nblocks == 1 || block % 8 == 0, "fused_step: block must be a multiple of 8 "
+              "(blocks start at whole groups of packed codes), got ", block);
+  check_tensor(m_codes, "m_codes", torch::kUInt8, packed_numel(n, m_bits));
+  check_tensor(m_scales, "m_scales", torch::kFloat32, nblocks);
+  check_tensor(m_levels, "m_levels", torch::kFloat32, int64_t(1) << m_bits);
+  check_tensor(m_bounds, "m_bounds", torch::kFloat32, (int64_t(1) << m_bits) - 1);
+  check_tensor(v_codes, "v_codes", torch::kUInt8, packed_numel(n, v_bits));
+  check_tensor(v_scales, "v_scales", torch::kFloat32, nblocks);
+  if (v_log) {
+    check_tensor(v_alphas, "v_alphas", torch::kFloat32, nblocks);
+  } else {
+    check_tensor(v_levels, "v_levels", torch::kFloat32, int64_t(1) << v_bits);
+    check_tensor(v_bounds, "v_bounds", torch::kFloat32, (int64_t(1) << v_bits) - 1);
+    check_search(v_lut, v_bpad, v_bounds.numel(), "v_lut");
+  }
+  check_search(m_lut, m_bpad, m_bounds.numel(), "m_lut");
+  if (rand.numel()) {
+    check_tensor(rand, "rand", torch::kFloat32, -1);
+    TORCH_CHECK(rand.numel() >= n, "fused_step: rand has ", rand.numel(),
+                " elements, expected at least ", n);
+  }
   Args a;
-  a.n = p.numel();
+  a.n = n;
   a.block = block;
   a.P = p.data_ptr<float>();
   a.G = g.data_ptr<float>();
@@ -713,9 +777,9 @@ void fused_step(torch::Tensor p, torch::Tensor g, torch::Tensor m_codes, torch::
   a.b2 = static_cast<float>(beta2);
   a.omb2 = static_cast<float>(1.0 - beta2);
   a.epsf = static_cast<float>(eps);
+  a.beps = static_cast<float>(belief_eps);
   a.bc2 = static_cast<float>(bc2_sqrt);
   a.step = static_cast<float>(-lr / bc1);
-  const int64_t nblocks = (a.n + block - 1) / block;
   const int vb = static_cast<int>(v_bits);
   at::parallel_for(0, nblocks, 16, [&](int64_t b0, int64_t b1) {
     switch (m_bits) {

@@ -1,6 +1,6 @@
 import pytest
 
-from solo.analysis import swamping_case_study
+from solo.analysis import swamping_case_study, swamping_threshold
 from solo.momentum import PRINTED_TABLE, adjusted_beta
 
 
@@ -29,3 +29,19 @@ def test_signal_swamping_case_study():
     assert swamping_case_study("linear0", 2, 0.85) > 0.99
     assert swamping_case_study("linear0", 4, 0.95) < 0.6
     assert swamping_case_study("log", 2, 0.99) == pytest.approx(0.68, abs=0.05)
+
+
+def test_swamping_thresholds_derive_from_the_codebooks():
+    """The Corollary's thresholds (method.md section 5, as printed) come out of the codebooks'
+    half-gaps (scripts/make_figures.py plots these, no longer hard-coded numbers)."""
+    printed = {"linear0": {2: 0.833, 3: 0.929, 4: 0.967}, "de": {2: 0.837, 3: 0.933, 4: 0.966}}
+    for q, row in printed.items():
+        for bits, beta in row.items():
+            assert swamping_threshold(q, bits) == pytest.approx(beta, abs=1e-3), (q, bits)
+    # and the case study agrees: linear (with 0) moves just below its threshold, stuck above
+    for bits in (2, 3):
+        t = swamping_threshold("linear0", bits)
+        assert swamping_case_study("linear0", bits, t - 0.02) < 0.9
+        assert swamping_case_study("linear0", bits, t + 0.01) > 0.99
+    with pytest.raises(ValueError, match="quantizer"):
+        swamping_threshold("log", 2)

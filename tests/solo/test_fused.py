@@ -51,9 +51,11 @@ def test_every_block_quantized_preset_has_the_fused_step():
         assert (name in FUSED_PRESETS) == block, name
 
 
-@pytest.mark.parametrize("preset", FUSED_PRESETS)
-def test_fused_step_equals_reference_given_the_same_draws(preset):
-    ps, ref = _warm(preset)
+@pytest.mark.parametrize("preset,kw", [(p, {}) for p in FUSED_PRESETS]
+                         + [("adabelief_solo_4_2bit", {"eps_in_s": True})],
+                         ids=FUSED_PRESETS + ["adabelief_solo_4_2bit-eps_in_s"])
+def test_fused_step_equals_reference_given_the_same_draws(preset, kw):
+    ps, ref = _warm(preset, **kw)
     twin = copy.deepcopy(ref)  # same states, its own copies of the parameters
     twin_ps = twin.param_groups[0]["params"]
     for p, q in zip(ps, twin_ps):
@@ -77,11 +79,13 @@ def test_fused_step_equals_reference_given_the_same_draws(preset):
         fm, fv = twin._fields(st, "exp_avg", cm), twin._fields(st, "exp_avg_sq", cv)
         rand = None
         if cv.stochastic:
-            nb = math.ceil(q.numel() / cv.block_size)
-            rand = torch.rand((nb, cv.block_size), generator=g2)
+            block = min(cv.block_size, q.numel())  # a block never exceeds its tensor
+            rand = torch.rand((math.ceil(q.numel() / block), block), generator=g2)
+        belief_eps = group["eps"] if twin._belief and group["eps_in_s"] else 0.0
         fused.step(q, q.grad, cm, fm, cv, fv, lr=group["lr"], beta1=beta1, beta2=beta2,
                    eps=group["eps"], weight_decay=group["weight_decay"], bc1=1 - beta1**step,
-                   bc2_sqrt=math.sqrt(1 - beta2**step), belief=twin._belief, rand=rand)
+                   bc2_sqrt=math.sqrt(1 - beta2**step), belief=twin._belief,
+                   belief_eps=belief_eps, rand=rand)
         torch.testing.assert_close(q.detach(), p.detach(), rtol=0, atol=1e-7)
         for key, t in st.items():
             if key.endswith("_codes"):
@@ -224,3 +228,16 @@ def test_fused_and_reference_train_alike():
     f, r = torch.tensor(losses[None]), torch.tensor(losses[False])
     se = ((f.var() + r.var()) / 4).sqrt()
     assert (f.mean() - r.mean()).abs() <= max(3 * se, 0.05 * r.mean()), losses
+
+
+def test_fused_true_refuses_before_any_change():
+    """fused=True where one parameter has no fused step (float64 here) raises before the
+    others are updated: nothing changes, no state is created."""
+    a = torch.nn.Parameter(torch.randn(256))
+    b = torch.nn.Parameter(torch.randn(256, dtype=torch.float64))
+    opt = solo.PRESETS["solo_4_2bit"]([a, b], fused=True)
+    a.grad, b.grad = torch.randn(256), torch.randn(256, dtype=torch.float64)
+    before = a.detach().clone()
+    with pytest.raises(RuntimeError, match="no fused kernel"):
+        opt.step()
+    assert torch.equal(a, before) and not opt.state

@@ -85,3 +85,46 @@ def test_state_bytes_torch_and_peers():
     n = sum(p.numel() for p in m.parameters())
     got = solo.state_bytes(opt)
     assert got["quantized"] == 0 and got["full_precision"] == 8 * n + 4 * len(opt.state)
+
+
+@pytest.mark.parametrize("fused", [None, False])
+@pytest.mark.parametrize("quantizers,bits,alphas", [
+    (("de", "log"), (4, 2), True), (("de", "linear"), (4, 4), False),
+    (("de", "linear"), (8, 8), False), (("linear", "log"), (3, 3), True),
+])
+def test_a_block_never_exceeds_its_tensor(quantizers, bits, alphas, fused):
+    """block_size=2**40 on small tensors: one block of the tensor's own size (it used to pad
+    to a whole block: 2**31-1 allocated ~20 GB). State memory is the bits plus one scale (and
+    alpha) per tensor, measured and estimated alike; the step runs and stays finite."""
+    m = small_model()
+    opt = solo.AdamW(m.parameters(), lr=1e-3, bits=bits, quantizers=quantizers,
+                     block_size=2**40, fused=fused)
+    train_steps(m, opt, 3)
+    shapes = [p.shape for p in m.parameters()]
+    want = sum(_expected(s, bits[0], False, block=2**40) + _expected(s, bits[1], alphas,
+                                                                    block=2**40)
+               for s in shapes)
+    got = solo.state_bytes(opt)
+    assert got["quantized"] == want
+    assert solo.estimate_state_bytes(m, bits=bits, quantizers=quantizers,
+                                     block_size=2**40) == got
+    for p in m.parameters():
+        assert opt.state[p]["exp_avg_scales"].numel() == 1
+        assert torch.isfinite(p).all()
+
+
+def test_clamped_block_equals_a_block_of_the_tensor_size():
+    """Clamping changes nothing but memory: block_size=2**40 computes what block_size=n does
+    for a tensor of n elements (same draws, same codes)."""
+    runs = []
+    for block in (2**40, 1000):
+        p = torch.nn.Parameter(torch.linspace(-1, 1, 1000))
+        opt = solo.AdamW([p], block_size=block, seed=0, fused=False)
+        for i in range(3):
+            p.grad = torch.sin(torch.arange(1000.0) * (i + 1))
+            opt.step()
+        runs.append((p.detach().clone(), opt.state[p]))
+    (pa, sa), (pb, sb) = runs
+    assert torch.equal(pa, pb)
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key

@@ -304,8 +304,10 @@ def test_torch_optim_api():
     opt.register_step_post_hook(lambda o, a, k: calls.append("post"))
     train_steps(m, opt, 2)
     assert calls == ["pre", "post"] * 2
-    clone = copy.deepcopy(opt)
+    m2, clone = copy.deepcopy((m, opt))
     assert clone.state_dict()["state"].keys() == opt.state_dict()["state"].keys()
+    assert train_steps(m2, clone, 2, seed=3) == train_steps(m, opt, 2, seed=3)  # it steps
+    calls.clear()
     opt.zero_grad(set_to_none=False)
     assert all(p.grad is not None and (p.grad == 0).all() for p in m.parameters())
     opt.zero_grad()
@@ -352,3 +354,114 @@ def test_sparse_rows_do_not_explode(name):
         before = p.detach().clone()
         opt.step()
         assert (p.detach() - before).abs().max() < 5.0
+
+
+# --- AdaBelief's eps (issue 14 item 7) ---------------------------------------------------
+
+@pytest.mark.parametrize("eps_in_s", [True, False])
+@pytest.mark.parametrize("fused", [None, False])
+def test_adabelief_eps_in_s_matches_its_formula(eps_in_s, fused):
+    """eps_in_s=True: s gets + eps every step (AdaBelief paper, Alg. 2, and its code);
+    False: the reference SOLO code's AdaBeliefQ, eps only in the denominator. fp32 states
+    against float64 formulas; 4-bit/2-bit states (fused or reference) against fp32 states."""
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = solo.AdaBelief([p], lr=0.1, betas=(0.9, 0.99), eps=1e-3, weight_decay=0.5,
+                         bits=32, quantizers="none", eps_in_s=eps_in_s, fused=fused)
+    m = s = torch.zeros(2, dtype=torch.float64)
+    x = p.detach().double().clone()
+    for t in range(1, 6):
+        g = torch.tensor([0.5, 1.5], dtype=torch.float64) * t
+        p.grad = g.float()
+        opt.step()
+        x = x * (1 - 0.1 * 0.5)
+        m = 0.9 * m + 0.1 * g
+        s = 0.99 * s + 0.01 * (g - m) ** 2 + (1e-3 if eps_in_s else 0.0)
+        x = x - 0.1 * (m / (1 - 0.9**t)) / ((s / (1 - 0.99**t)).sqrt() + 1e-3)
+    torch.testing.assert_close(p.detach().double(), x, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fused", [None, False])
+def test_adabelief_eps_in_s_changes_low_bit_training(fused):
+    """The option reaches the quantized step too: with eps_in_s the belief s never falls
+    below eps, so a large eps shrinks the steps of a small-gradient tensor."""
+    moves = {}
+    for eps_in_s in (True, False):
+        p = torch.nn.Parameter(torch.zeros(256))
+        opt = PRESETS["adabelief_solo_4_2bit"]([p], lr=1e-2, eps=1e-4, seed=0, fused=fused,
+                                               eps_in_s=eps_in_s)
+        g = torch.Generator().manual_seed(0)
+        for _ in range(10):
+            p.grad = torch.randn(256, generator=g) * 1e-4 + 1e-4
+            opt.step()
+        moves[eps_in_s] = p.detach().abs().mean().item()
+    assert moves[True] < 0.8 * moves[False], moves
+
+
+def test_adabelief_presets_follow_the_reference_code():
+    p = [torch.nn.Parameter(torch.zeros(4))]
+    for name in ("adabelief32", "adabelief_solo_4_2bit"):
+        assert PRESETS[name](p).param_groups[0]["eps_in_s"] is False
+    assert solo.AdaBelief(p).param_groups[0]["eps_in_s"] is True
+    with pytest.raises(TypeError):
+        solo.AdamW(p, eps_in_s=False)
+
+
+# --- torch's fused AdamW for full-precision states (issue 14 item 8) ---------------------
+
+@pytest.mark.parametrize("name", ["adamw32", "adamw_bf16"])
+@pytest.mark.parametrize("tensor_lr", [False, True])
+def test_full_precision_presets_use_torch_fused_within_its_tolerance(name, tensor_lr,
+                                                                     monkeypatch):
+    """adamw32 runs torch's fused AdamW kernel, adamw_bf16 torch's foreach ops; parameters
+    and states stay within torch's own fused-vs-foreach tolerance (assert_close's defaults
+    for the dtype) of the eager reference over 20 steps, with several groups (lr, wd) and a
+    tensor lr; bf16 states are bit-identical (the foreach ops follow the reference's order)."""
+    calls = []
+    kernel = "_fused_adamw_" if name == "adamw32" else "_foreach_addcdiv_"
+    real = getattr(torch, kernel)
+    monkeypatch.setattr(torch, kernel, lambda *a, **k: calls.append(1) or real(*a, **k))
+    runs = []
+    for fused in (None, False):
+        m = small_model()
+        opt = PRESETS[name](_groups(m, tensor_lr), lr=2e-3, weight_decay=0.01, fused=fused)
+        losses = train_steps(m, opt, 20)
+        runs.append((m, opt, losses))
+    assert len(calls) == 20 * 3  # one call per group per step, fused=None only
+    (ma, oa, la), (mb, ob, lb) = runs
+    assert la == pytest.approx(lb, rel=1e-5)
+    for p, q in zip(ma.parameters(), mb.parameters()):
+        torch.testing.assert_close(p, q)
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            torch.testing.assert_close(oa.state[p][key], ob.state[q][key])
+        assert oa.state[p]["exp_avg"].dtype == (torch.bfloat16 if name == "adamw_bf16"
+                                                else torch.float32)
+        if name == "adamw_bf16":
+            assert torch.equal(p, q) and torch.equal(oa.state[p]["exp_avg"], ob.state[q]["exp_avg"])
+
+
+def test_torch_fused_falls_back_for_bf16_params_and_fused_true_raises_there():
+    m = small_model(dtype=torch.bfloat16)
+    opt = PRESETS["adamw32"](m.parameters())
+    train_steps(m, opt, 2)  # eager reference: torch's fused kernel wants fp32 states = params
+    assert all(torch.isfinite(p).all() for p in m.parameters())
+    with pytest.raises(RuntimeError, match="no fused kernel"):
+        train_steps(m, PRESETS["adamw32"](m.parameters(), fused=True), 1)
+
+
+def test_bf16_foreach_chunks_equal_the_reference():
+    """Tensors spanning several foreach chunks (solo.optim._CHUNK elements): bit-identical."""
+    shapes = [(2**20 + 3,), (5,), (2**19,), (2**19,), (7, 3)]
+    runs = []
+    for fused in (None, False):
+        g = torch.Generator().manual_seed(0)
+        ps = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in shapes]
+        opt = PRESETS["adamw_bf16"](ps, lr=1e-2, weight_decay=0.1, fused=fused)
+        for _ in range(3):
+            for p in ps:
+                p.grad = torch.randn(p.shape, generator=g)
+            opt.step()
+        runs.append((ps, opt))
+    (pa, oa), (pb, ob) = runs
+    for p, q in zip(pa, pb):
+        assert torch.equal(p, q)
+        assert torch.equal(oa.state[p]["exp_avg_sq"], ob.state[q]["exp_avg_sq"])

@@ -1,5 +1,3 @@
-import math
-
 import pytest
 import torch
 
@@ -159,11 +157,21 @@ def test_quantize_rejects(kwargs, match):
 
 
 def test_codes_in_range():
-    for bits in (2, 3, 4):
-        q = solo.quantize(torch.randn(999), bits=bits, quantizer="de", signed=True)
-        from solo.packing import unpack
-        assert unpack(q.codes, bits, 999).max() < 2**bits
-    assert math.isclose(1, 1)
+    """Codes span the codebook: each block's absmax element takes the top code (+1) or the
+    code of the smallest level (-1 maps to the lowest code for signed DE), none beyond."""
+    from solo.packing import unpack
+
+    for bits in (2, 3, 4, 8):
+        x = torch.randn(999, generator=torch.Generator().manual_seed(bits))
+        q = solo.quantize(x, bits=bits, quantizer="de", signed=True)
+        codes = unpack(q.codes, bits, 999).long()
+        assert codes.max() <= 2**bits - 1 and codes.min() >= 0
+        levels = q.codec.levels
+        for b, block in enumerate(x.split(128)):
+            i = block.abs().argmax()
+            top = codes[b * 128 + i]
+            want = levels.numel() - 1 if block[i] > 0 else 0
+            assert top == want, (bits, b)
 
 
 def test_log_quantile_ignores_zeros():

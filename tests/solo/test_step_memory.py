@@ -61,9 +61,17 @@ def test_fused_step_adds_less_than_one_tensor(bench, preset):
     assert peak < TENSOR / 4, peak / MIB
 
 
-@pytest.mark.parametrize("preset", ["adamw32", "solo_4_2bit"])
-def test_reference_step_is_bounded_by_one_tensor_not_all(bench, preset):
+@pytest.mark.parametrize("preset,fused", [("adamw32", False), ("solo_4_2bit", False),
+                                          ("adamw_bf16", False), ("adamw_bf16", None)])
+def test_reference_step_is_bounded_by_one_tensor_not_all(bench, preset, fused):
     """The eager reference decodes one parameter's states at a time: a few fp32 copies of
-    one tensor (about 7 for solo_4_2bit), far from the 2 x 8 tensors of all states."""
-    peak = _peak(bench, lambda ps: solo.PRESETS[preset](ps, lr=1e-3, fused=False))
+    one tensor (about 7 for solo_4_2bit), far from the 2 x 8 tensors of all states; the
+    foreach step of bf16 states works in chunks of about one such tensor."""
+    peak = _peak(bench, lambda ps: solo.PRESETS[preset](ps, lr=1e-3, fused=fused))
     assert peak <= 8 * TENSOR, peak / MIB
+
+
+def test_torch_fused_step_adds_nothing(bench):
+    """adamw32 takes torch's fused AdamW kernel: in place, no temporaries of a tensor's size."""
+    peak = _peak(bench, lambda ps: solo.PRESETS["adamw32"](ps, lr=1e-3))
+    assert peak < TENSOR / 4, peak / MIB
