@@ -102,6 +102,18 @@ class Run:
                  record)
         return json.loads(record.read_text())
 
+    def autocast(self, wanted) -> torch.autocast:
+        """bf16 autocast when the recipe asks for it (``amp: true``) and the device is CUDA."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16,
+                              enabled=bool(wanted) and self.device.type == "cuda")
+
+    def data_parallel(self, model: torch.nn.Module) -> torch.nn.Module:
+        """DDP around ``model`` with several ranks; ``model`` itself in a single process."""
+        if self.world <= 1:
+            return model
+        return torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[self.local_rank] if self.device.type == "cuda" else None)
+
     def attach(self, model: torch.nn.Module, optimizer, scheduler=None, *,
                steps_per_epoch: int, total: int, checkpoints: bool = True) -> None:
         """Hand over the built (unwrapped) model, optimizer and scheduler: reseed data-side

@@ -45,11 +45,8 @@ def main(cfg: DictConfig) -> dict | None:
                                                weight_decay=hp.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: training.warmup_cosine(
             s, total, hp.warmup_steps, hp.min_lr / hp.lr))
-        model = raw
-        if world > 1:
-            # Plain DDP replicates the tables; torchrec's DistributedModelParallel would shard.
-            model = torch.nn.parallel.DistributedDataParallel(
-                raw, device_ids=[run.local_rank] if device.type == "cuda" else None)
+        # Plain DDP replicates the tables; torchrec's DistributedModelParallel would shard them.
+        model = run.data_parallel(raw)
         run.attach(raw, optimizer, scheduler, steps_per_epoch=steps_per_epoch, total=total)
 
         while run.step < total:

@@ -54,9 +54,8 @@ def main(cfg: DictConfig) -> dict | None:
             for layer in model.model.layers:
                 fully_shard(layer, mp_policy=mp)
             fully_shard(model, mp_policy=mp)
-        elif world > 1:
-            model = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[run.local_rank] if device.type == "cuda" else None)
+        else:
+            model = run.data_parallel(model)
 
         groups = training.param_groups(raw, hp.weight_decay)
         optimizer = optimizers.build_optimizer(cfg, groups, lr=hp.lr, betas=hp.betas, eps=hp.eps,
@@ -64,8 +63,7 @@ def main(cfg: DictConfig) -> dict | None:
         warmup = int(round(hp.warmup_ratio * total))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: training.warmup_cosine(
             s, total, max(1, warmup), hp.min_lr_ratio))
-        amp = torch.autocast(device.type, dtype=torch.bfloat16,
-                             enabled=bool(hp.get("amp")) and device.type == "cuda" and not fsdp)
+        amp = run.autocast(hp.get("amp") and not fsdp)  # FSDP2 brings its own bf16
         # FSDP2: no checkpoints (sharded state, untested), so no resume either.
         run.attach(raw, optimizer, scheduler, steps_per_epoch=steps_per_epoch, total=total,
                    checkpoints=not fsdp)

@@ -52,12 +52,8 @@ def main(cfg: DictConfig) -> dict | None:
             criterion = SoftTargetCrossEntropy()
         else:
             criterion = torch.nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
-        amp = torch.autocast(device.type, dtype=torch.bfloat16,
-                             enabled=bool(hp.get("amp", False)) and device.type == "cuda")
-        model = raw
-        if world > 1:
-            model = torch.nn.parallel.DistributedDataParallel(
-                raw, device_ids=[run.local_rank] if device.type == "cuda" else None)
+        amp = run.autocast(hp.get("amp", False))
+        model = run.data_parallel(raw)
         run.attach(raw, optimizer, scheduler, steps_per_epoch=steps_per_epoch, total=total)
 
         metrics = {}

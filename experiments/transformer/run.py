@@ -58,12 +58,8 @@ def main(cfg: DictConfig) -> dict | None:
         # Inverse-sqrt with linear warm-up, peaking at hp.lr (Vaswani et al.).
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: training.inverse_sqrt(s, hp.warmup_steps))
-        amp = torch.autocast(device.type, dtype=torch.bfloat16,
-                             enabled=bool(hp.get("amp", False)) and device.type == "cuda")
-        model = raw
-        if world > 1:
-            model = torch.nn.parallel.DistributedDataParallel(
-                raw, device_ids=[run.local_rank] if device.type == "cuda" else None)
+        amp = run.autocast(hp.get("amp", False))
+        model = run.data_parallel(raw)
         run.attach(raw, optimizer, scheduler, steps_per_epoch=steps_per_epoch, total=total)
 
         metrics = {}
