@@ -107,6 +107,7 @@ def test_a_corrupt_checkpoint_names_the_file_and_how_to_start_over(run_smoke, tm
     assert str(ckpt) in str(err.value) and "resume=never" in str(err.value)
 
 
+@pytest.mark.slow  # a subprocess (~8 s); the exit path is the busy-folder test's as well
 def test_a_corrupt_checkpoint_exits_1_from_the_command_line(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
