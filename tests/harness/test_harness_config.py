@@ -29,6 +29,18 @@ def test_every_task_has_every_scale(task, scale):
     assert cfg.optim_name == "solo_4_2bit"
 
 
+@pytest.mark.parametrize("overrides, folder", [
+    (["scale.epochs=10", "+optim.quantile=0.5"], "epochs=10,quantile=0.5"),
+    (["+optim.quantile=0.5", "scale.epochs=10", "seed=2", "logger=none"],
+     "epochs=10,quantile=0.5"),
+    (["beta1=0.6", "task.data_dir=/data/x", "resume=never"], "beta1=0.6"),
+    (["scale.lr=1", "+optim.lr=2"], "optim.lr=2,scale.lr=1"),  # ambiguous: prefixes kept
+    ([], ""),
+])
+def test_override_folders_are_short_sorted_and_leave_out_paths(overrides, folder):
+    assert compose(["task=swin", "optim=adamw32", *overrides]).variant == folder
+
+
 def test_a_recipe_value_is_a_readable_override():
     cfg = compose(["task=swin", "scale=small", "scale.epochs=3"])
     assert cfg.scale.epochs == 3 and cfg.scale.name == "small"
