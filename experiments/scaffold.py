@@ -72,7 +72,11 @@ class Run:
         self.meters = {"loss": None, "first_step_ms": None, "step_ms_sum": 0.0,
                        "steps_timed": 0, "items": 0, "train_s": 0.0}
         self._timed_here = 0
-        self.finished = self._finished_record()
+        try:
+            self.finished = self._finished_record()
+        except BaseException:
+            self.__exit__(None, None, None)  # not entered yet: free the folder here
+            raise
 
     def __enter__(self):
         return self
