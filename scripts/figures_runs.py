@@ -57,20 +57,18 @@ def _swin_v_snapshots(steps=STATE_STEPS) -> dict[int, list[torch.Tensor]]:
     from hydra import compose, initialize_config_dir
 
     import solo
-    from experiments import common, swin
+    from experiments import distributed, training
     from experiments.optimizers import register_configs
+    from experiments.swin import data as swin
+    from experiments.swin import model as swin_model
 
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["task=swin", "scale=small", "optim=adamw32"])
-    hp = cfg.task.scales.small
-    common.set_seed(0)
-    import timm
-
-    model_kw = {k: tuple(v) if isinstance(v, list) else v
-                for k, v in common.OmegaConf.to_container(hp.model).items()}
-    model = timm.create_model(hp.arch, pretrained=False, **model_kw)
-    opt = solo.PRESETS["adamw32"](common.param_groups(model, hp.weight_decay,
+    hp = cfg.scale
+    distributed.set_seed(0)
+    model = swin_model.build(hp)
+    opt = solo.PRESETS["adamw32"](training.param_groups(model, hp.weight_decay,
                                                       skip=model.no_weight_decay()),
                                   lr=hp.lr, betas=(0.9, 0.999), weight_decay=hp.weight_decay)
     xtr, ytr, _, _ = swin.load_mnist_5k(hp.model.img_size)
@@ -213,9 +211,10 @@ def loss_curves(out: Path) -> None:
 # ---------------------------------------------------------------- ablations
 
 ABLATIONS = {
-    "quantile": (r"\+optim\.quantile=([0-9.]+)", "quantile p"),
+    # variant folders: `quantile=0.1` (today), `+optim.quantile=0.1` (records before issue 15)
+    "quantile": (r"(?:\+optim\.)?quantile=([0-9.]+)", "quantile p"),
     "beta1": (r"^beta1=([0-9.]+)", "beta1"),
-    "block": (r"\+optim\.block_size=\[128,(\d+)\],\+optim\.quantizers=\[de,(\w+)\]",
+    "block": (r"(?:\+optim\.)?block_size=\[128,(\d+)\],(?:\+optim\.)?quantizers=\[de,(\w+)\]",
               "v quantizer / block"),
 }
 
@@ -229,7 +228,8 @@ def ablations(out: Path) -> None:
     rows = []
     for rec in _records_variants():
         for name, (pattern, _) in ABLATIONS.items():
-            variant = re.sub(r",?task\.scales\.small\.epochs=\d+", "", rec["variant"] or "")
+            variant = re.sub(r",?(?:task\.scales\.small\.)?epochs=\d+", "",
+                             rec["variant"] or "")
             m = re.search(pattern, variant)
             if m:
                 task = rec["task"]

@@ -97,7 +97,7 @@ def compose_cells(overrides: list[list[str]]) -> list[tuple[Path, Path]]:
             run_dir = Path(OmegaConf.select(cfg, "hydra.run.dir"))
             with open_dict(cfg):
                 cfg.optim_name = OmegaConf.select(cfg, "hydra.runtime.choices.optim")
-                cfg.variant = cfg.hydra.job.override_dirname
+                cfg.variant = str(cfg.variant)  # resolved while the hydra node is here
                 del cfg.hydra
             out.append((run_dir if run_dir.is_absolute() else ROOT / run_dir,
                         ROOT / record_path(cfg)))

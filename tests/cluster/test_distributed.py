@@ -24,14 +24,20 @@ def torchrun(tmp_path, *overrides, name="run"):
     return out, tmp_path / name, sorted((tmp_path / f"{name}_records").rglob("*.json"))
 
 
+# Swin with augmentation and drop-path on: each rank draws its own (seed + rank), and the
+# replicas must still agree (SOLO's stochastic rounding is seeded alike on every rank).
+PER_RANK_RANDOMNESS = {"swin": ["scale.shift=1", "scale.model.drop_path_rate=0.1"], "dcn": []}
+
+
 @pytest.mark.parametrize("task", ["swin", "dcn"])
 def test_two_ranks_keep_identical_replicas_and_rank0_writes(tmp_path, task):
     out, run_dir, records = torchrun(tmp_path, f"task={task}", "optim=solo_4_2bit",
-                                     "logger=wandb")
+                                     "logger=wandb", *PER_RANK_RANDOMNESS[task])
     assert out.returncode == 0, out.stderr[-3000:]
     assert len(records) == 1
     rec = json.loads(records[0].read_text())
     assert rec["provenance"]["world_size"] == 2
+    assert rec["provenance"]["data_seeds"] == [0, 1]
     assert rec["provenance"]["replica_max_diff"] == 0.0
     assert [p.name for p in run_dir.glob("*.pt")] == ["ckpt.pt"]
     assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
@@ -47,6 +53,19 @@ def test_two_ranks_stop_and_resume_match_a_straight_run(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     split, full = (json.loads(r[0].read_text()) for r in (recs, straight))
     assert split["metrics"] == full["metrics"]
+
+
+def test_two_ranks_refuse_a_one_rank_checkpoint(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "SOLO_RECORDS_DIR": str(tmp_path / "run_records")}
+    one = subprocess.run([sys.executable, str(ROOT / "run.py"), "scale=smoke", "task=swin",
+                          "optim=adamw32", "logger=none", "stop_at_step=2",
+                          f"hydra.run.dir={tmp_path / 'run'}"],
+                         env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    out, _, records = torchrun(tmp_path, "task=swin", "optim=adamw32", "logger=none")
+    assert out.returncode != 0 and not records
+    assert "world_size: 1 in the checkpoint, 2 here" in out.stderr + out.stdout
 
 
 def test_hydra_submitit_local_launcher_runs_a_multirun(tmp_path):

@@ -97,7 +97,7 @@ def _resume_now(job, env):
 
 
 def test_requeued_task_resumes_and_matches_an_uninterrupted_run(cluster_env, tmp_path):
-    fixed = ["logger=none", "task.scales.smoke.epochs=60", "ckpt_every=10"]
+    fixed = ["logger=none", "scale.epochs=60", "ckpt_every=10"]
     sweep = write_sweep(tmp_path / "long.yaml", tasks=["swin"], optims=["solo_4_2bit"],
                         fixed=fixed)
     out = sh([*SUBMIT, str(sweep)], cluster_env).stdout

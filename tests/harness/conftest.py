@@ -14,13 +14,13 @@ def run_smoke(tmp_path):
     def go(*overrides, run_dir="run", records="records", optim=None, scale="smoke"):
         from omegaconf import open_dict
 
-        from experiments import swin
+        from experiments.swin import run
 
         optim = optim or SOLO_OPTIM
         cfg = compose([f"scale={scale}", f"optim={optim}", "logger=none", *overrides])
         with open_dict(cfg):
             cfg.run_dir = str(tmp_path / run_dir)
             cfg.records_dir = str(tmp_path / records)
-        return swin.run(cfg), Path(cfg.run_dir)
+        return run.main(cfg), Path(cfg.run_dir)
 
     return go

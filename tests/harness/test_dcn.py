@@ -8,7 +8,10 @@ import torch
 from harness_utils import SOLO_OPTIM, compose
 from test_harness_runs import RECORD_KEYS, history, params_hash
 
-from experiments import common, dcn, recsys_data
+from experiments import checkpoint, errors
+from experiments.dcn import data as recsys_data
+from experiments.dcn import model as dcn_model
+from experiments.dcn import run as dcn_run
 
 
 @pytest.fixture
@@ -23,7 +26,7 @@ def run_dcn(tmp_path):
         with open_dict(cfg):
             cfg.run_dir = str(tmp_path / run_dir)
             cfg.records_dir = str(tmp_path / records)
-        return dcn.run(cfg), Path(cfg.run_dir)
+        return dcn_run.main(cfg), Path(cfg.run_dir)
 
     return go
 
@@ -35,7 +38,7 @@ def test_cross_layer_matches_the_formula_on_a_hand_example():
     b = torch.tensor([0.1, 0.2, 0.3])
     # xl . w = 0.5 + 0 + 1 = 1.5; x0 * 1.5 = [1.5, 3, 4.5]; + b + xl
     expected = torch.tensor([[1.5 + 0.1 + 0.5, 3.0 + 0.2 - 1.0, 4.5 + 0.3 + 2.0]])
-    assert torch.allclose(dcn.cross(x0, xl, w, b), expected)
+    assert torch.allclose(dcn_model.cross(x0, xl, w, b), expected)
 
 
 def test_smoke_run_writes_a_record_and_learns_the_planted_model(run_dcn, tmp_path):
@@ -59,7 +62,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(run_dcn):
     stopped, resumed_dir = run_dcn(f"stop_at_step={n // 2}", run_dir="resumed",
                                    records="rec_resumed")
     assert stopped is None and not (resumed_dir.parent / "rec_resumed").exists()
-    assert common.load_checkpoint(resumed_dir / "ckpt.pt")["step"] == n // 2
+    assert checkpoint.load(resumed_dir / "ckpt.pt")["step"] == n // 2
     resumed, _ = run_dcn(run_dir="resumed", records="rec_resumed")
 
     a, b = history(straight_dir), history(resumed_dir)
@@ -69,8 +72,8 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(run_dcn):
 
 
 def test_nonfinite_loss_stops_with_a_crash_checkpoint(run_dcn, tmp_path):
-    with pytest.raises(common.NonFiniteLoss, match=r"at step \d+"):
-        run_dcn("task.scales.smoke.lr=1e30", optim="torch_adamw")
+    with pytest.raises(errors.NonFiniteLoss, match=r"at step \d+"):
+        run_dcn("scale.lr=1e30", optim="torch_adamw")
     assert (tmp_path / "run" / "crash.pt").exists()
     assert not list((tmp_path / "records").rglob("seed*.json"))  # no record, a crash note
     assert len(list((tmp_path / "records").rglob("crash-seed*.json"))) == 1
@@ -128,14 +131,14 @@ def test_movielens_split_is_fixed_and_disjoint():
 
 def test_missing_movielens_names_the_path_and_the_script(run_dcn, tmp_path):
     missing = tmp_path / "no-ml"
-    with pytest.raises(common.DataNotFound) as err:
+    with pytest.raises(errors.DataNotFound) as err:
         run_dcn(f"task.data_dir={missing}", scale="small")
     assert str(missing / "ml-100k.inter") in str(err.value)
     assert "scripts/get_movielens.sh" in str(err.value)
 
 
 def test_missing_criteo_names_the_path(run_dcn, tmp_path):
-    with pytest.raises(common.DataNotFound, match="Criteo"):
+    with pytest.raises(errors.DataNotFound, match="Criteo"):
         run_dcn(f"task.data_dir={tmp_path / 'no-criteo'}", scale="paper")
 
 

@@ -20,12 +20,31 @@ def test_the_groups_are_not_empty():
     assert SCALES == ["paper", "small", "smoke"]
 
 
+@pytest.mark.parametrize("scale", SCALES)
 @pytest.mark.parametrize("task", TASKS)
-def test_every_task_has_every_scale(task):
-    cfg = compose([f"task={task}"])
-    assert cfg.task.name == task
-    assert sorted(cfg.task.scales) == SCALES
-    assert cfg.scale.name == "small" and cfg.optim_name == "solo_4_2bit"
+def test_every_task_has_every_scale(task, scale):
+    cfg = compose([f"task={task}", f"scale={scale}"])
+    assert cfg.task.name == task and cfg.scale.name == scale
+    assert {"epochs", "lr", "betas", "eps", "weight_decay", "eval_every"} <= set(cfg.scale)
+    assert compose([f"task={task}"]).scale.name == "small"
+    assert cfg.optim_name == "solo_4_2bit"
+
+
+@pytest.mark.parametrize("overrides, folder", [
+    (["scale.epochs=10", "+optim.quantile=0.5"], "epochs=10,quantile=0.5"),
+    (["+optim.quantile=0.5", "scale.epochs=10", "seed=2", "logger=none"],
+     "epochs=10,quantile=0.5"),
+    (["beta1=0.6", "task.data_dir=/data/x", "resume=never"], "beta1=0.6"),
+    (["scale.lr=1", "+optim.lr=2"], "optim.lr=2,scale.lr=1"),  # ambiguous: prefixes kept
+    ([], ""),
+])
+def test_override_folders_are_short_sorted_and_leave_out_paths(overrides, folder):
+    assert compose(["task=swin", "optim=adamw32", *overrides]).variant == folder
+
+
+def test_a_recipe_value_is_a_readable_override():
+    cfg = compose(["task=swin", "scale=small", "scale.epochs=3"])
+    assert cfg.scale.epochs == 3 and cfg.scale.name == "small"
 
 
 # torchao peers compile their step (10-50 s on a CPU): run them with the slow tests.
@@ -36,16 +55,16 @@ STEPPED = [pytest.param(o, marks=pytest.mark.slow) if o.startswith("torchao") el
 @pytest.mark.parametrize("optim", STEPPED)
 @pytest.mark.parametrize("task", TASKS)
 def test_every_task_optim_pair_composes_and_steps(task, optim):
-    from experiments import common, optimizers
+    from experiments import optimizers, training
 
     cfg = compose([f"task={task}", f"optim={optim}", "scale=smoke"])
     assert cfg.optim_name == optim  # the name in records and outputs is the file's stem
-    hp = cfg.task.scales.smoke
+    hp = cfg.scale
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(16, 256), torch.nn.LayerNorm(256),
                                 torch.nn.Linear(256, 4))
     # Exactly the call the runners make: identity from the YAML, hyperparameters from the task.
-    opt = optimizers.build_optimizer(cfg, common.param_groups(model, hp.weight_decay), lr=hp.lr,
+    opt = optimizers.build_optimizer(cfg, training.param_groups(model, hp.weight_decay), lr=hp.lr,
                                  betas=hp.betas, eps=hp.eps, weight_decay=hp.weight_decay)
     assert isinstance(opt, torch.optim.Optimizer)
     before = [p.detach().clone() for p in model.parameters()]
@@ -82,7 +101,7 @@ def test_unknown_optim_exits_nonzero_and_lists_the_valid_ones():
     assert "optim/adamw3bit" in out.stderr and all(o in out.stderr for o in OPTIMS)
 
 
-@pytest.mark.parametrize("key", ["seeed", "task.scales.small.lrr"])
+@pytest.mark.parametrize("key", ["seeed", "scale.lrr"])
 def test_a_typo_in_a_key_names_the_key(key):
     out = run_py(f"{key}=1")
     assert out.returncode != 0 and key.split(".")[-1] in out.stderr

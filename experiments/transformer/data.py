@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from experiments import common
+from experiments.errors import DataNotFound
+from experiments.training import epoch_order
 
 DING_PATH = Path("/usr/share/trans/de-en")
 DING_SPLIT_SEED = 20250502  # the train/valid/test split is fixed, independent of the run seed
@@ -64,7 +65,7 @@ def load_ding(path: Path = DING_PATH, n_valid: int = 1000, n_test: int = 1000):
     """{train, valid, test}: lists of (de, en), a fixed shuffle of the deduplicated pairs."""
     path = Path(path)
     if not path.exists():
-        raise common.DataNotFound(
+        raise DataNotFound(
             f"German-English dictionary not found at {path}. Install Debian's Ding dictionary: "
             "`apt-get install trans-de-en` (as root; `make setup` does it)."
         )
@@ -100,7 +101,7 @@ def load_folder(data_dir) -> dict:
         files = [root / f"{split}.{side}" if root else None for side in ("src", "tgt")]
         for f in files:
             if f is None or not f.is_file():
-                raise common.DataNotFound(
+                raise DataNotFound(
                     f"parallel text not found: {f or 'task.data_dir=null'}. Give task.data_dir=DIR "
                     "holding train/valid/test .src and .tgt files, one detokenized sentence per "
                     "line (e.g. WMT14 en-de from https://www.statmt.org/wmt14/translation-task.html"
@@ -189,3 +190,20 @@ def collate(encoded, idx, device):
     return (pad_batch([encoded[i][0] for i in idx], device),
             pad_batch([[BOS] + t for t in tgt], device),
             pad_batch([t + [EOS] for t in tgt], device))
+
+
+def load_splits(cfg, hp) -> dict:
+    if hp.data == "synthetic":
+        return synthetic(hp.n_train, hp.n_valid, hp.n_test)
+    if hp.data == "ding":
+        return load_ding(cfg.task.get("ding_path") or DING_PATH, hp.n_valid, hp.n_test)
+    return load_folder(cfg.task.data_dir)
+
+
+def train_batches(batches, seed: int, epoch: int, start: int, rank: int, world: int):
+    """The epoch's token-budget batches from step `start` on, in an order drawn from
+    (seed, epoch) alone, so resuming mid-epoch is exact; a global step is `world` batches,
+    one per rank."""
+    order = epoch_order(len(batches), seed, epoch).tolist()
+    for step in range(start, len(batches) // world):
+        yield batches[order[step * world + rank]]

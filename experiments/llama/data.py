@@ -15,6 +15,8 @@ import json
 import random
 from pathlib import Path
 
+from experiments.training import epoch_order
+
 # Stanford Alpaca's prompt templates (train.py, PROMPT_DICT), verbatim: the response follows
 # "### Response:" directly and ends with the EOS token.
 PROMPT_INPUT = (
@@ -293,3 +295,13 @@ def mmlu_rows(path: Path, per_subject: int | None, seed: int = DATA_SEED) -> lis
             docs = rng.sample(docs, per_subject)
         rows += docs
     return rows
+
+
+def batches_of(step, steps_per_epoch, encoded, hp, seed, rank, world):
+    """The micro-batches of this rank at `step`: the global batch comes from (seed, epoch)
+    alone (epoch_order), so a resumed run sees exactly the batches it would have."""
+    epoch, b = divmod(step, steps_per_epoch)
+    order = epoch_order(len(encoded), seed, epoch)
+    idx = order[b * hp.batch_size : (b + 1) * hp.batch_size][rank::world].tolist()
+    micro = hp.get("micro_batch_size") or len(idx)
+    return [[encoded[i] for i in idx[j : j + micro]] for j in range(0, len(idx), micro)]

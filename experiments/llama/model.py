@@ -1,0 +1,44 @@
+"""LLaMA's model and tokenizer: a small LlamaConfig from scratch with a byte-level BPE trained
+on the generated prompts (smoke, small), or a local LLaMA checkpoint (paper)."""
+
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from experiments.errors import DataNotFound
+from experiments.llama import data
+
+
+def build(cfg, hp, run_dir: Path):
+    """(model, tokenizer, train records, held-out records or None)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    if hp.data == "generated":
+        train, heldout = data.generate(hp.n_train, hp.n_heldout)
+        # The tokenizer sees training text only; byte-level BPE still encodes anything.
+        texts = [data.format_prompt(ex) + ex["output"] for ex in train]
+        tokenizer = data.train_tokenizer(texts, hp.vocab_size, run_dir / "tokenizer")
+        config = LlamaConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                             bos_token_id=tokenizer.bos_token_id,
+                             eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
+                             **OmegaConf.to_container(hp.model))
+        model = LlamaForCausalLM(config)
+        return model, tokenizer, train, heldout
+
+    # paper scale: user-given checkpoint and Alpaca JSON
+    for key, what in (("model_path", "a local LLaMA checkpoint folder (config.json, weights, "
+                                     "tokenizer), e.g. from `huggingface-cli download "
+                                     "huggyllama/llama-7b --local-dir DIR`"),
+                      ("data_path", "the Alpaca JSON, e.g. alpaca_data.json from "
+                                    "github.com/tatsu-lab/stanford_alpaca")):
+        path = cfg.task.get(key)
+        if not path or not Path(path).exists():
+            raise DataNotFound(f"task.{key}={path!r} does not exist; give {what}: "
+                                      f"`python run.py task=llama scale=paper task.{key}=PATH`")
+    tokenizer = AutoTokenizer.from_pretrained(cfg.task.model_path)
+    if tokenizer.pad_token is None:  # LLaMA has none; Alpaca adds one, unk does the same job
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    # fp32 master weights; bf16 compute through autocast (or FSDP2's mixed precision)
+    model = LlamaForCausalLM.from_pretrained(cfg.task.model_path, dtype=torch.float32)
+    return model, tokenizer, data.load_alpaca(Path(cfg.task.data_path)), None

