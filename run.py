@@ -9,11 +9,10 @@ Training lives in experiments/<task>/run.py; this file only wires things up.
 import hydra
 from omegaconf import DictConfig
 
-import experiments  # noqa: F401  (registers the ${run_variant:} resolver of conf/config.yaml)
+from experiments import register_configs
 from experiments.errors import RunError
-from experiments.optimizers import register_configs
 
-register_configs()  # optim=<name>: solo.presets and the peers, defined in Python only
+register_configs()  # optim=<name> (solo.presets and the peers) and the run-folder resolver
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")

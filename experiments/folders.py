@@ -39,8 +39,7 @@ def variant_name(overrides, exclude) -> str:
 
 
 def register_resolvers() -> None:
-    """``${run_variant:...}`` for conf/config.yaml (run.py and the tests import experiments,
-    which calls this)."""
+    """``${run_variant:...}`` for conf/config.yaml (see :func:`experiments.register_configs`)."""
     if not OmegaConf.has_resolver("run_variant"):
         OmegaConf.register_new_resolver("run_variant", variant_name)
 

@@ -1,6 +1,6 @@
 """Every optimizer a run can name: solo's presets and the peers, in one registry.
 
-``optim=<name>`` picks one: :func:`register_configs` puts each entry into Hydra's ConfigStore
+``optim=<name>`` picks one: :func:`register_optimizers` puts each entry into Hydra's ConfigStore
 as the node ``{_target_: <module>.<name>, _partial_: true}`` (identity only: the task config
 sets lr, betas, eps and weight decay alike for every optimizer). There are no optimizer YAML
 files; a preset is defined once, in solo/presets.py, a peer once, here.
@@ -31,7 +31,7 @@ def target(name: str) -> str:
     return f"{module}.{name}"
 
 
-def register_configs() -> None:
+def register_optimizers() -> None:
     """Make every optimizer selectable as ``optim=<name>``; call before Hydra composes."""
     from hydra.core.config_store import ConfigStore
 

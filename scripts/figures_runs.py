@@ -57,8 +57,7 @@ def _swin_v_snapshots(steps=STATE_STEPS) -> dict[int, list[torch.Tensor]]:
     from hydra import compose, initialize_config_dir
 
     import solo
-    from experiments import distributed, training
-    from experiments.optimizers import register_configs
+    from experiments import distributed, register_configs, training
     from experiments.swin import data as swin
     from experiments.swin import model as swin_model
 

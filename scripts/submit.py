@@ -84,7 +84,7 @@ def compose_cells(overrides: list[list[str]]) -> list[tuple[Path, Path]]:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf, open_dict
 
-    from experiments.optimizers import register_configs
+    from experiments import register_configs
     from experiments.records import record_path
 
     register_configs()

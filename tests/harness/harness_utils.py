@@ -19,8 +19,7 @@ def compose(overrides=()):
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf, open_dict
 
-    import experiments  # noqa: F401  (registers the config's resolvers, as run.py does)
-    from experiments.optimizers import register_configs
+    from experiments import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
