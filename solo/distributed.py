@@ -18,6 +18,9 @@ optimizer over its shards, with three differences, all chosen so that every rank
 Checkpoints are per rank (``torch.save(opt.state_dict(), f"optim.rank{rank}.pt")``): the state
 dict records the shard index and count, and loading it on another shard or another number of
 shards raises, naming both. Resharding would mean requantizing with new block boundaries.
+torch.distributed.checkpoint's ``get_optimizer_state_dict`` is not supported: it keeps the
+states (plain local tensors, which it would store as if replicated) but drops the sharding
+record and the SR generators; loading its result into sharded parameters raises.
 """
 
 from __future__ import annotations
@@ -78,6 +81,13 @@ def check_sharding(saved: dict | None, current: dict | None) -> None:
     """Refuse a per-rank checkpoint written for another shard or another number of shards."""
     saved_n = 1 if saved is None else int(saved["count"])
     now_n = 1 if current is None else int(current["count"])
+    if saved is None and now_n > 1:
+        raise ValueError(
+            f"checkpoint mismatch: the optimizer state has no sharding record (saved from "
+            f"unsharded parameters, over 1 rank, or through torch.distributed.checkpoint's "
+            f"get_optimizer_state_dict, which drops it and the SR generators) and this "
+            f"optimizer's parameters are sharded over {now_n} ranks: save and load "
+            f"opt.state_dict() per rank (see solo.distributed)")
     if saved_n != now_n:
         raise ValueError(
             f"checkpoint mismatch: the optimizer state was saved with parameters sharded over "

@@ -203,8 +203,13 @@ def run_presets(rank: int, world: int, port: int, out: str, folder: str, saved_w
     for name in ("adamw32", "solo_4_2bit"):
         res[f"fsdp-bf16:{name}"] = _guard(fsdp_case, name, rank, world, mp=bf16)
     if world == 2:
+        bf16_reduce = MixedPrecisionPolicy(param_dtype=torch.bfloat16,
+                                           reduce_dtype=torch.bfloat16)
+        res["fsdp-bf16-reduce:solo_4_2bit"] = _guard(fsdp_case, "solo_4_2bit", rank, world,
+                                                     mp=bf16_reduce)
         for name in ("adamw32", "solo_2bit"):
             res[f"ddp:{name}"] = _guard(ddp_case, name, rank, world)
+    res["nonfinite"] = _guard(_nonfinite_case, rank, world)
     res["state_bytes"] = _guard(_state_bytes_case, rank, world)
     for name in CKPT_PRESETS:
         if saved_world == world:
@@ -214,6 +219,31 @@ def run_presets(rank: int, world: int, port: int, out: str, folder: str, saved_w
                                              saved_world)
     _report(rank, Path(out), res)
     dist.destroy_process_group()
+
+
+def _nonfinite_case(rank: int, world: int) -> list[str]:
+    """A NaN in the last rank's shard only: step() raises on every rank, nothing changes."""
+    model = _sharded_model()
+    opt = _preset("solo_4_2bit", list(model.parameters()))
+    _backward(model, 0, rank)
+    opt.step()
+    _backward(model, 1, rank)
+    if rank == world - 1:
+        model.a.weight.grad.to_local()[0, 0] = float("nan")
+    before = [p.to_local().clone() for p in model.parameters()]
+    states = [{k: t.clone() for k, t in st.items()} for st in opt.state.values()]
+    try:
+        opt.step()
+        return ["step() did not raise"]
+    except FloatingPointError as e:
+        want = "param_groups[0]['params'][0]" if rank == world - 1 else "another rank"
+        bad = [] if want in str(e) else [f"message does not say {want!r}: {e}"]
+    if not all(torch.equal(a, p.to_local()) for a, p in zip(before, model.parameters())):
+        bad.append("a parameter changed")
+    if not all(torch.equal(t, st[k]) for old, st in zip(states, opt.state.values())
+               for k, t in old.items()):
+        bad.append("a state changed")
+    return bad
 
 
 def _state_bytes_case(rank: int, world: int) -> list[str]:

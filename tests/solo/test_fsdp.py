@@ -20,12 +20,13 @@ PRESETS = list(solo.PRESETS)
 CASES = {
     2: [f"fsdp:{n}" for n in PRESETS] + ["fsdp:adamw32:fused=False",
                                          "fsdp:solo_4_2bit:fused=False", "fsdp-bf16:adamw32",
-                                         "fsdp-bf16:solo_4_2bit", "ddp:adamw32", "ddp:solo_2bit",
-                                         "state_bytes"]
+                                         "fsdp-bf16:solo_4_2bit",
+                                         "fsdp-bf16-reduce:solo_4_2bit", "ddp:adamw32",
+                                         "ddp:solo_2bit", "nonfinite", "state_bytes"]
     + [f"save:{n}" for n in workers.CKPT_PRESETS],
     4: [f"fsdp:{n}" for n in PRESETS] + ["fsdp:adamw32:fused=False",
                                          "fsdp:solo_4_2bit:fused=False", "fsdp-bf16:adamw32",
-                                         "fsdp-bf16:solo_4_2bit", "state_bytes"]
+                                         "fsdp-bf16:solo_4_2bit", "nonfinite", "state_bytes"]
     + [f"mismatch:{n}" for n in workers.CKPT_PRESETS],
 }
 RESUME = [f"resume:{n}" for n in workers.CKPT_PRESETS]

@@ -8,7 +8,7 @@ from solo.distributed import check_sharding, shard_seed
 
 @pytest.mark.parametrize("saved,now,match", [
     ({"index": 0, "count": 2}, {"index": 0, "count": 4}, "sharded over 2 rank.*sharded over 4"),
-    (None, {"index": 1, "count": 2}, "over 1 rank.*sharded over 2"),
+    (None, {"index": 1, "count": 2}, "no sharding record.*over 1 rank.*sharded over 2"),
     ({"index": 1, "count": 2}, {"index": 0, "count": 2}, "shard 1 of 2.*holds shard 0"),
 ])
 def test_check_sharding_names_both(saved, now, match):
