@@ -7,6 +7,7 @@ Each ``run_*`` function is one ``torch.multiprocessing.spawn`` target; rank 0 wr
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import traceback
@@ -42,8 +43,9 @@ class Tiny(nn.Module):
 
 def _init(rank: int, world: int, port: int) -> None:
     torch.set_num_threads(1)
+    # a stuck collective fails the test within minutes instead of gloo's 30
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world)
+                            world_size=world, timeout=datetime.timedelta(seconds=180))
 
 
 def _batch(step: int, rank: int) -> torch.Tensor:
@@ -378,7 +380,12 @@ def _mismatch_case(name, rank, world, folder, saved_world) -> list[str]:
 
 
 def spawn(fn, world: int, *args) -> None:
-    """Start ``world`` gloo ranks running ``fn(rank, world, port, *args)``."""
+    """Start ``world`` gloo ranks running ``fn(rank, world, port, *args)``.
+
+    Forked from a forkserver that imported this module (so torch) once: a spawned rank imports
+    torch afresh (36 s for 4 ranks on a busy 2-core machine against 7 s forked), and forking
+    pytest itself fails once autograd has run there."""
+    import multiprocessing
     import socket
 
     import torch.multiprocessing as mp
@@ -387,4 +394,7 @@ def spawn(fn, world: int, *args) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(fn, args=(world, port, *args), nprocs=world, join=True)
+    # FSDP2 imports dynamo/inductor at its first step (about 5 s): once, in the server
+    multiprocessing.set_forkserver_preload([__name__, "torch._dynamo", "torch._inductor.config"])
+    mp.start_processes(fn, args=(world, port, *args), nprocs=world, join=True,
+                       start_method="forkserver")
