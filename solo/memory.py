@@ -3,12 +3,15 @@
 ``quantized`` counts the stored codes, scales and alphas of quantized states; ``full_precision``
 counts fp32/bf16 states and step counters. Works for any torch optimizer: integer tensors (codes)
 and the float tensors beside them named like scales (``scale``, ``absmax``, ``qmap``, ``alpha``)
-are quantized; tensor subclasses (torchao) are counted through their inner tensors.
+are quantized; tensor subclasses (torchao) are counted through their inner tensors. DTensor
+states (torch.optim under FSDP2) count as this rank's local tensor.
 """
 
 from __future__ import annotations
 
 import torch
+
+from .distributed import is_dtensor, sum_over_ranks
 
 __all__ = ["state_bytes", "estimate_state_bytes"]
 
@@ -16,14 +19,23 @@ _SCALE_HINTS = ("scale", "absmax", "qmap", "alpha", "codes")
 
 
 def _inner(t: torch.Tensor) -> list[torch.Tensor]:
+    if is_dtensor(t):
+        return _inner(t.to_local())
     if type(t) is not torch.Tensor and hasattr(t, "__tensor_flatten__"):
         names, _ = t.__tensor_flatten__()
         return [x for n in names for x in _inner(getattr(t, n))]
     return [t]
 
 
-def state_bytes(optimizer: torch.optim.Optimizer) -> dict[str, int]:
-    """``{"total", "quantized", "full_precision"}``: bytes of ``optimizer.state`` now."""
+def state_bytes(optimizer: torch.optim.Optimizer, *, all_ranks: bool = False,
+                group=None) -> dict[str, int]:
+    """``{"total", "quantized", "full_precision"}``: bytes of ``optimizer.state`` on this rank
+    now (under FSDP2, of this rank's shards).
+
+    ``all_ranks=True`` sums the bytes over the ranks of ``group`` (default: all ranks; one
+    all-reduce that every rank must call); without torch.distributed initialised it is this
+    process's bytes.
+    """
     out = {"quantized": 0, "full_precision": 0}
     seen: set = set()
     for st in optimizer.state.values():
@@ -32,7 +44,7 @@ def state_bytes(optimizer: torch.optim.Optimizer) -> dict[str, int]:
                         if x.dtype != torch.bool) and any(k != "step" for k in tensors)
         for key, v in tensors.items():
             sub = _inner(v)
-            subclass = len(sub) > 1 or sub[0] is not v
+            subclass = len(sub) > 1 or (sub[0] is not v and not is_dtensor(v))
             quant = subclass or not v.is_floating_point() or (
                 has_codes and any(h in key for h in _SCALE_HINTS))
             if key == "step":
@@ -43,6 +55,9 @@ def state_bytes(optimizer: torch.optim.Optimizer) -> dict[str, int]:
                     continue
                 seen.add(ident)
                 out["quantized" if quant else "full_precision"] += x.numel() * x.element_size()
+    if all_ranks:
+        out["quantized"], out["full_precision"] = sum_over_ranks(
+            [out["quantized"], out["full_precision"]], group)
     out["total"] = out["quantized"] + out["full_precision"]
     return out
 
@@ -53,7 +68,8 @@ def estimate_state_bytes(model: torch.nn.Module, preset: str | None = None,
 
     ``model`` may live on the meta device (nothing is allocated). Give a ``preset`` name
     (``solo.PRESETS``) and/or :class:`solo.AdamW` keyword arguments (bits, quantizers, ...).
-    Trainable parameters only.
+    Trainable parameters only. For a model sharded with FSDP2 (DTensor parameters, meta
+    or not) it is this rank's bytes, with the per-shard block layout the optimizer will use.
     """
     from .optim import AdamW
     from .presets import PRESETS

@@ -6,6 +6,9 @@ and second moment). Between steps each state lives only in its codec's fields, e
 unquantized states, so ``state_dict()`` is plain tensors and ``torch.load(weights_only=True)``
 works. This eager per-tensor loop is the reference implementation.
 
+Sharded (FSDP2, DTensor) parameters step their local shard with per-shard blocks and SR
+generators, and checkpoint per rank: see :mod:`solo.distributed`.
+
 Non-finite gradients: ``step()`` raises ``FloatingPointError`` naming the parameter before any
 parameter or state is modified (so a caller may skip the batch and go on). Mixed-precision users
 with a GradScaler never reach this: the scaler skips ``step()`` on inf/NaN gradients.
@@ -17,8 +20,9 @@ import math
 
 import torch
 
-from . import fused
+from . import distributed, fused
 from .codecs import Codec, FullCodec, make_codec
+from .distributed import local
 from .validation import check_format, check_group, format_of
 
 __all__ = ["AdamW", "AdaBelief"]
@@ -98,7 +102,8 @@ class _QuantizedAdam(torch.optim.Optimizer):
 
     # --- state format ---------------------------------------------------------------------
     def codecs(self, group: dict, p: torch.Tensor) -> tuple[Codec, Codec]:
-        """The (first, second) state codecs of parameter ``p`` in ``group``."""
+        """The (first, second) state codecs of parameter ``p`` in ``group``. For a DTensor the
+        threshold compares the whole parameter's numel, so every rank picks the same format."""
         if p.numel() < group["min_quantizable_size"]:
             full = make_codec("none", 32, signed=False)
             return full, full
@@ -107,10 +112,11 @@ class _QuantizedAdam(torch.optim.Optimizer):
                      for i in (0, 1))
 
     def state_spec(self, group: dict, p: torch.Tensor) -> dict:
-        """State key -> (shape, dtype) that ``p`` will hold (also for meta tensors)."""
+        """State key -> (shape, dtype) that ``p`` will hold (also for meta tensors; for a
+        DTensor, this rank's shard)."""
         spec = {"step": ((), torch.float32)}
         for name, codec in zip(_STATES, self.codecs(group, p)):
-            for field, sd in codec.spec(p.shape).items():
+            for field, sd in codec.spec(local(p).shape).items():
                 spec[name if field == "value" else f"{name}_{field}"] = sd
         return spec
 
@@ -128,17 +134,24 @@ class _QuantizedAdam(torch.optim.Optimizer):
                     state[key] = torch.empty(shape, dtype=dtype, device="meta")
             return
         for name, codec in zip(_STATES, self.codecs(group, p)):
-            for field, t in codec.init(p.shape, p.device).items():
+            for field, t in codec.init(local(p).shape, p.device).items():
                 state[name if field == "value" else f"{name}_{field}"] = t
 
-    def generator(self, device: torch.device) -> torch.Generator:
-        """The optimizer's own SR generator for ``device`` (seeded from the groups' ``seed``)."""
-        key = str(torch.device(device))
+    def generator(self, device: torch.device, shard: int | None = None) -> torch.Generator:
+        """The optimizer's own SR generator for ``device`` (seeded from the groups' ``seed``);
+        with ``shard``, the generator of that shard index of sharded parameters (seeded with
+        ``solo.distributed.shard_seed(seed, shard)``)."""
+        key = str(torch.device(device)) + ("" if shard is None else f"/shard{shard}")
         if key not in self._generators:
+            seed = self.param_groups[0]["seed"]
             g = torch.Generator(device=device)
-            g.manual_seed(self.param_groups[0]["seed"])
+            g.manual_seed(seed if shard is None else distributed.shard_seed(seed, shard))
             self._generators[key] = g
         return self._generators[key]
+
+    def _generator_of(self, p: torch.Tensor) -> torch.Generator:
+        shard = distributed.shard_of(p)
+        return self.generator(p.device, None if shard is None else shard[0])
 
     # --- step -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -157,10 +170,16 @@ class _QuantizedAdam(torch.optim.Optimizer):
                     raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
                 work.append((gi, pi, group, p))
         bad = self._nonfinite(work)
+        sharded = next((p for *_, p in work if distributed.is_dtensor(p)), None)
+        # each rank sees only its shards' gradients: all ranks must agree to skip the step
+        elsewhere = sharded is not None and distributed.any_over_mesh(int(bool(bad)), sharded)
         if bad:
             raise FloatingPointError(
                 f"non-finite gradient in param_groups[{bad[0][0]}]['params'][{bad[0][1]}] "
                 f"({len(bad)} tensor(s) in all); nothing was updated")
+        if elsewhere:
+            raise FloatingPointError("non-finite gradient in another rank's shard of this "
+                                     "optimizer's parameters; nothing was updated")
         # every path is chosen (and fused=True refused where none exists) before any change
         paths = [self._path(group, p) for _, _, group, p in work]
         full: dict[int, list] = {}
@@ -187,11 +206,11 @@ class _QuantizedAdam(torch.optim.Optimizer):
         work = [w for w in work if w[3].device.type != "meta"]
         if not work:
             return []
-        sums = [p.grad.sum(dtype=torch.float32) for _, _, _, p in work]
+        sums = [local(p.grad).sum(dtype=torch.float32) for _, _, _, p in work]
         dev = sums[0].device
         finite = torch.isfinite(torch.stack([s.to(dev) for s in sums])).tolist()
         return [(gi, pi) for (gi, pi, _, p), ok in zip(work, finite)
-                if not ok and not torch.isfinite(p.grad).all()]
+                if not ok and not torch.isfinite(local(p.grad)).all()]
 
     def _path(self, group, p) -> str:
         """How ``p`` steps: "meta" (shapes only), "torch" (torch's fused/foreach AdamW),
@@ -202,7 +221,7 @@ class _QuantizedAdam(torch.optim.Optimizer):
         if self._torch_fused(group, p, codec_m, codec_v):
             return "torch"
         if group["fused"] is not False:
-            if fused.supports(codec_m, codec_v, p):
+            if fused.supports(codec_m, codec_v, local(p)):
                 if fused.extension() is not None:
                     return "kernel"
                 if group["fused"]:
@@ -234,7 +253,9 @@ class _QuantizedAdam(torch.optim.Optimizer):
         lr = float(lr.item() if isinstance(lr, torch.Tensor) else lr)
         states = [self.state[p] for p in params]
         steps = [st["step"] for st in states]
-        grads = [p.grad if p.grad.is_contiguous() else p.grad.contiguous() for p in params]
+        grads = [local(p.grad) for p in params]
+        grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
+        params = [local(p) for p in params]
         torch._foreach_add_(steps, 1)
         if states[0]["exp_avg"].dtype == torch.float32:
             torch._fused_adamw_(params, grads, [st["exp_avg"] for st in states],
@@ -283,18 +304,19 @@ class _QuantizedAdam(torch.optim.Optimizer):
         eps_s = eps if self._belief and group["eps_in_s"] else 0.0
         state["step"] += 1
         step = state["step"].item()
-        gen = self.generator(p.device)
+        gen = self._generator_of(p)
+        p, grad = local(p), local(p.grad)
         if kernel:
             # One 63-bit key per tensor per step from the optimizer's generator: the kernel's
             # SR draws are a function of (key, element), so resuming is exact.
             key = (int(torch.randint(0, 2**63 - 1, (1,), generator=gen))
                    if codec_v.stochastic else 0)
-            fused.step(p, p.grad, codec_m, fm, codec_v, fv, lr=lr, beta1=beta1, beta2=beta2,
+            fused.step(p, grad, codec_m, fm, codec_v, fv, lr=lr, beta1=beta1, beta2=beta2,
                        eps=eps, weight_decay=wd, bc1=1 - beta1**step,
                        bc2_sqrt=math.sqrt(1 - beta2**step), belief=self._belief,
                        belief_eps=eps_s, key=key)
             return
-        g = p.grad.float()
+        g = grad.float()
         m = codec_m.decode(fm, p.shape)
         v = codec_v.decode(fv, p.shape)
         p32 = p if p.dtype == torch.float32 else p.float()
@@ -338,16 +360,28 @@ class _QuantizedAdam(torch.optim.Optimizer):
             if self._belief:
                 group.setdefault("eps_in_s", True)
         self._formats = dict(formats)
+        self._restore_generators(gen_states)
+
+    def _restore_generators(self, states: dict) -> None:
+        """Generators from ``{key: state}`` (keys as :meth:`generator` makes them)."""
         self._generators = {}
-        for key, gs in gen_states.items():
-            self.generator(torch.device(key)).set_state(gs)
+        for key, gstate in states.items():
+            device, _, shard = key.partition("/shard")
+            self.generator(torch.device(device), int(shard) if shard else None).set_state(gstate)
 
     def state_dict(self):
         sd = super().state_dict()
         sd["sr_generators"] = {k: g.get_state() for k, g in self._generators.items()}
+        sharding = self._sharding()
+        if sharding is not None:
+            sd["sharding"] = sharding
         return sd
 
+    def _sharding(self) -> dict | None:
+        return distributed.sharding_of(p for g in self.param_groups for p in g["params"])
+
     def load_state_dict(self, state_dict):
+        distributed.check_sharding(state_dict.get("sharding"), self._sharding())
         state_dict = {**state_dict, "param_groups": self._saved_groups(state_dict)}
         saved_groups = state_dict["param_groups"]
         # torch.optim casts every floating state tensor to the param dtype; keep ours as saved
@@ -367,9 +401,7 @@ class _QuantizedAdam(torch.optim.Optimizer):
             self.state[p]["step"] = self.state[p]["step"].cpu()
         # A checkpoint without a generator for a device (taken before the first step there)
         # resumes from the checkpoint's seed, as the straight run did.
-        self._generators = {}
-        for key, gstate in state_dict.get("sr_generators", {}).items():
-            self.generator(torch.device(key)).set_state(gstate)
+        self._restore_generators(state_dict.get("sr_generators", {}))
         self._formats = {}
         self._record_formats()
 
