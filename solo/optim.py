@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from . import fused
+from . import fused, triton_step
 from .codecs import Codec, FullCodec, make_codec
 from .validation import check_format, check_group, format_of
 
@@ -164,6 +164,7 @@ class _QuantizedAdam(torch.optim.Optimizer):
         # every path is chosen (and fused=True refused where none exists) before any change
         paths = [self._path(group, p) for _, _, group, p in work]
         full: dict[int, list] = {}
+        tri: dict[int, list] = {}
         for (gi, _, group, p), path in zip(work, paths):
             state = self.state[p]
             if not state:
@@ -172,10 +173,14 @@ class _QuantizedAdam(torch.optim.Optimizer):
                 state["step"] += 1
             elif path == "torch":
                 full.setdefault(gi, []).append(p)
+            elif path == "triton":
+                tri.setdefault(gi, []).append(p)
             else:
                 self._update(group, p, state, kernel=path == "kernel")
         for gi, ps in full.items():
             self._torch_fused_step(self.param_groups[gi], ps)
+        for gi, ps in tri.items():
+            self._triton_step(self.param_groups[gi], ps)
         self._record_formats()
         return loss
 
@@ -195,12 +200,25 @@ class _QuantizedAdam(torch.optim.Optimizer):
 
     def _path(self, group, p) -> str:
         """How ``p`` steps: "meta" (shapes only), "torch" (torch's fused/foreach AdamW),
-        "kernel" (the fused C++ step) or "reference" (the eager loop)."""
+        "kernel" (the fused C++ step), "triton" (the Triton step, CUDA) or "reference"
+        (the eager loop)."""
         if p.device.type == "meta":
             return "meta"
         codec_m, codec_v = self.codecs(group, p)
         if self._torch_fused(group, p, codec_m, codec_v):
             return "torch"
+        if group["fused"] is not False and triton_step.handles(p):
+            if triton_step.supports(codec_m, codec_v, p):
+                if triton_step.kernel() is not None:
+                    return "triton"
+                if group["fused"]:
+                    raise RuntimeError(f"fused=True but the Triton step is unavailable: "
+                                       f"{triton_step.unavailable()}")
+            elif group["fused"]:
+                raise RuntimeError("fused=True but this parameter's state format has no fused "
+                                   "kernel (see solo.triton_step.supports and AdamW's fused); "
+                                   "use fused=None")
+            return "reference"
         if group["fused"] is not False:
             if fused.supports(codec_m, codec_v, p):
                 if fused.extension() is not None:
@@ -318,6 +336,31 @@ class _QuantizedAdam(torch.optim.Optimizer):
         # The update used the fresh fp32 m and v; only now are they requantized.
         codec_m.encode(m, fm, gen)
         codec_v.encode(v, fv, gen)
+
+    def _triton_step(self, group, params) -> None:
+        """The quantized step of ``params`` (one group, one format) in one Triton launch per
+        dtype: the update of :meth:`_update`, keys drawn as for the C++ kernel."""
+        codec_m, codec_v = self.codecs(group, params[0])
+        beta1, beta2 = group["betas"]
+        lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
+        lr = lr.item() if isinstance(lr, torch.Tensor) else lr
+        eps_s = eps if self._belief and group["eps_in_s"] else 0.0
+        steps = []
+        for p in params:
+            self.state[p]["step"] += 1
+            steps.append(self.state[p]["step"].item())
+        gen = self.generator(params[0].device)
+        # one key per tensor, in order: on a CPU generator the same numbers as the C++
+        # step's one-at-a-time draws; kept on the device (no sync)
+        keys = (torch.randint(0, 2**63 - 1, (len(params),), generator=gen, device=gen.device)
+                if codec_v.stochastic else None)
+        triton_step.step(
+            params, [p.grad.contiguous() for p in params],
+            [self._fields(self.state[p], "exp_avg", codec_m) for p in params],
+            [self._fields(self.state[p], "exp_avg_sq", codec_v) for p in params],
+            codec_m, codec_v, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=wd,
+            bc1s=[1 - beta1**t for t in steps], bc2s=[math.sqrt(1 - beta2**t) for t in steps],
+            belief=self._belief, belief_eps=eps_s, keys=keys)
 
     # --- copies and checkpoints ---------------------------------------------------------------
     def __getstate__(self):
@@ -456,7 +499,8 @@ class AdamW(_QuantizedAdam):
       so checkpoints carry it; the global RNG is never used.
     - ``fused``: ``None`` (default) uses a fused step where one exists and falls back to the
       eager reference elsewhere: the fused C++ CPU step (:mod:`solo.fused`) for block-quantized
-      states, torch's fused AdamW kernel for ``none``/``bf16`` states of fp32 CPU parameters;
+      states on CPU, the Triton step (:mod:`solo.triton_step`) for them on CUDA, torch's
+      fused AdamW kernel for ``none``/``bf16`` states of fp32 CPU parameters;
       ``False`` always runs the reference; ``True`` raises where no fused step can run.
 
     Every knob is validated in the constructor, ``add_param_group``, ``load_state_dict`` and
