@@ -104,13 +104,44 @@ def _pow64(x, k, BITS: tl.constexpr):
 
 
 @triton.jit
+def _two_order_stats(x, keep, k, lo, hi, SMALL_Q: tl.constexpr):
+    """The lo-th and hi-th smallest (0-based) of the k entries of x where keep. Exact, without
+    a sort: each round takes the extreme remaining value and the ranks its copies fill, from
+    the bottom (SMALL_Q: hi + 1 rounds at most) or from the top (k - lo rounds), so a small
+    quantile of a block costs a few reductions (a bitonic sort of the block costs ~28)."""
+    a = tl.zeros((), tl.float32)
+    b = tl.zeros((), tl.float32)
+    seen = k * 0  # ranks filled so far (from the chosen end)
+    if SMALL_Q:
+        cur = tl.where(keep, x, float("inf"))
+        for _ in range(0, hi + 1):
+            ext = tl.min(cur, axis=0)
+            cnt = tl.sum((cur == ext).to(tl.int32), axis=0)
+            a = tl.where((lo >= seen) & (lo < seen + cnt), ext, a)
+            b = tl.where((hi >= seen) & (hi < seen + cnt), ext, b)
+            seen += cnt
+            cur = tl.where(cur == ext, float("inf"), cur)
+    else:
+        cur = tl.where(keep, x, -float("inf"))
+        for _ in range(0, k - lo):
+            ext = tl.max(cur, axis=0)
+            cnt = tl.sum((cur == ext).to(tl.int32), axis=0)
+            # rank from the bottom of the copies of ext: k - seen - cnt .. k - seen - 1
+            a = tl.where((lo >= k - seen - cnt) & (lo < k - seen), ext, a)
+            b = tl.where((hi >= k - seen - cnt) & (hi < k - seen), ext, b)
+            seen += cnt
+            cur = tl.where(cur == ext, -float("inf"), cur)
+    return a, b
+
+
+@triton.jit
 def quantized_step_kernel(
     ptrs, floats, keys, first_block, n_tensors,
     m_levels, m_bounds, v_levels, v_bounds,
     decay, w, b2, omb2, eps, beps, quantile, alpha_min, alpha_max, inv_top,
     P_DTYPE: tl.constexpr, G_DTYPE: tl.constexpr, MBITS: tl.constexpr, VBITS: tl.constexpr,
     LOG: tl.constexpr, BELIEF: tl.constexpr, HAS_WD: tl.constexpr, SMALL_W: tl.constexpr,
-    HAS_RAND: tl.constexpr, BLOCK: tl.constexpr, BLOCK_P2: tl.constexpr, LOG2_T: tl.constexpr,
+    HAS_RAND: tl.constexpr, SMALL_Q: tl.constexpr, BLOCK: tl.constexpr, BLOCK_P2: tl.constexpr, LOG2_T: tl.constexpr,
 ):
     """One block of one tensor of a multi-tensor launch.
 
@@ -178,7 +209,14 @@ def quantized_step_kernel(
         v = v * b2 + omb2 * g * g
     den = tl.math.div_rn(tl.sqrt_rn(v), bc2) + eps  # (v.sqrt() / bc2_sqrt).add_(eps)
     p = p + tl.math.div_rn(step_size * m, den)  # p32.addcdiv_(m, denom, value=-lr / bc1)
-    tl.store(p_ptr + e, p.to(P_DTYPE), mask=valid)
+    if P_DTYPE == tl.bfloat16:
+        # p.copy_(p32): nearest even, as torch's round_to_nearest_even (c10/util/BFloat16.h),
+        # in integer ops (the interpreter's own float32 -> bfloat16 conversion differs)
+        bits = p.to(tl.uint32, bitcast=True)
+        bits = (bits + (0x7FFF + ((bits >> 16) & 1))) >> 16
+        tl.store(p_ptr + e, bits.to(tl.uint16).to(tl.bfloat16, bitcast=True), mask=valid)
+    else:
+        tl.store(p_ptr + e, p, mask=valid)
 
     # encode m: absmax scale, nearest level (BlockCodec.encode; C++ encode_nearest)
     m = tl.where(valid, m, 0.0)
@@ -191,16 +229,14 @@ def quantized_step_kernel(
 
     if LOG:
         # Exact p-quantile of the positive entries, torch.quantile's linear interpolation
-        # (codecs.block_quantile; C++ positive_quantile): sort, take ranks lo and hi.
+        # (codecs.block_quantile; C++ positive_quantile): the order statistics lo and hi.
         positive = valid & (v > 0)
         k = tl.sum(tl.sum(positive.to(tl.int32), axis=1), axis=0)
-        srt = tl.sort(tl.reshape(tl.where(positive, v, float("inf")), (BLOCK_P2,)))
-        idx = tl.arange(0, BLOCK_P2)
         pos = quantile * (k - 1).to(tl.float32)
         lo = tl.minimum(tl.maximum(tl.floor(pos).to(tl.int32), 0), k - 1)
         hi = tl.minimum(lo + 1, k - 1)
-        a = tl.sum(tl.where(idx == lo, srt, 0.0), axis=0)
-        b = tl.sum(tl.where(idx == hi, srt, 0.0), axis=0)
+        a, b = _two_order_stats(tl.reshape(v, (BLOCK_P2,)),
+                                tl.reshape(positive, (BLOCK_P2,)), k, lo, hi, SMALL_Q)
         xp = tl.where(k > 0, a + (pos - lo.to(tl.float32)) * (b - a), 0.0)
         # alpha = clamp((x_p / max)^(1 / (2^b - 1)), alpha_min, 1 - 2^-24) (LogCodec.alphas)
         ratio = tl.maximum(tl.math.div_rn(xp, vscale), 0.0).to(tl.float64)
