@@ -123,7 +123,7 @@ def _two_order_stats(x, keep, k, lo, hi, SMALL_Q: tl.constexpr):
             cur = tl.where(cur == ext, float("inf"), cur)
     else:
         cur = tl.where(keep, x, -float("inf"))
-        for _ in range(0, k - lo):
+        for _ in range(0, tl.where(k > 0, k - lo, 0)):  # (k = 0: lo = -1, no rounds)
             ext = tl.max(cur, axis=0)
             cnt = tl.sum((cur == ext).to(tl.int32), axis=0)
             # rank from the bottom of the copies of ext: k - seen - cnt .. k - seen - 1
