@@ -74,8 +74,9 @@ bench: bench-cpu ## optimizer step-time benchmark on this machine
 bench-cpu: setup solow ## step time of every optimizer at ~10M and ~100M parameters -> results/bench/cpu.*
 	$(PY) scripts/bench.py --params 10e6 100e6
 
-bench-gpu: setup solow ## the same on CUDA at ~10M, ~100M and ~1B parameters -> results/bench/cuda.*
-	$(PY) scripts/bench.py --device cuda --params 10e6 100e6 1e9
+bench-gpu: setup solow ## on CUDA: step time at ~10M, ~100M, ~1B params -> results/bench/cuda.*, then the gpu tests
+	$(PY) scripts/bench.py --device cuda --params 10e6 100e6 1e9 --steps 5
+	$(PY) -m pytest -q -m gpu
 
 REPS ?= 2
 bench-e2e: setup ## small swin and transformer runs, adamw32 vs solo_4_2bit, REPS times -> results/bench/e2e.*

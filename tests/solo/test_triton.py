@@ -20,8 +20,8 @@ import solo  # noqa: E402
 from solo import fused, triton_step  # noqa: E402
 from solo.packing import unpack  # noqa: E402
 
-pytestmark = pytest.mark.triton
 CUDA = torch.cuda.is_available()
+pytestmark = [pytest.mark.triton] + ([pytest.mark.gpu] if CUDA else [])
 DEVICE = "cuda" if CUDA else "cpu"
 # partial last blocks, 3-bit groups cut short, a tensor smaller than a block, whole blocks,
 # and (index 3) a tensor whose middle block never gets a gradient: an all-zero block
