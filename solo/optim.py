@@ -292,6 +292,8 @@ class _QuantizedAdam(torch.optim.Optimizer):
 
     # --- quantized states ---------------------------------------------------------------------
     def _update(self, group, p, state, kernel: bool):
+        # The fused C++ step (solo/csrc/fused_step.cpp) and the Triton step
+        # (solo/triton_kernel.py) repeat the float32 operations below in this order.
         codec_m, codec_v = self.codecs(group, p)
         fm, fv = self._fields(state, "exp_avg", codec_m), self._fields(state, "exp_avg_sq", codec_v)
         beta1, beta2 = group["betas"]
@@ -339,28 +341,33 @@ class _QuantizedAdam(torch.optim.Optimizer):
 
     def _triton_step(self, group, params) -> None:
         """The quantized step of ``params`` (one group, one format) in one Triton launch per
-        dtype: the update of :meth:`_update`, keys drawn as for the C++ kernel."""
+        device and dtype: the update of :meth:`_update`, keys drawn as for the C++ kernel."""
         codec_m, codec_v = self.codecs(group, params[0])
         beta1, beta2 = group["betas"]
         lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
         lr = lr.item() if isinstance(lr, torch.Tensor) else lr
         eps_s = eps if self._belief and group["eps_in_s"] else 0.0
-        steps = []
+        by_device: dict[torch.device, list] = {}
         for p in params:
-            self.state[p]["step"] += 1
-            steps.append(self.state[p]["step"].item())
-        gen = self.generator(params[0].device)
-        # one key per tensor, in order: on a CPU generator the same numbers as the C++
-        # step's one-at-a-time draws; kept on the device (no sync)
-        keys = (torch.randint(0, 2**63 - 1, (len(params),), generator=gen, device=gen.device)
-                if codec_v.stochastic else None)
-        triton_step.step(
-            params, [p.grad.contiguous() for p in params],
-            [self._fields(self.state[p], "exp_avg", codec_m) for p in params],
-            [self._fields(self.state[p], "exp_avg_sq", codec_v) for p in params],
-            codec_m, codec_v, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=wd,
-            bc1s=[1 - beta1**t for t in steps], bc2s=[math.sqrt(1 - beta2**t) for t in steps],
-            belief=self._belief, belief_eps=eps_s, keys=keys)
+            by_device.setdefault(p.device, []).append(p)
+        for device, ps in by_device.items():
+            steps = []
+            for p in ps:
+                self.state[p]["step"] += 1
+                steps.append(self.state[p]["step"].item())
+            gen = self.generator(device)
+            # one key per tensor, in order: on a CPU generator the same numbers as the C++
+            # step's one-at-a-time draws; kept on the device (no sync)
+            keys = (torch.randint(0, 2**63 - 1, (len(ps),), generator=gen, device=device)
+                    if codec_v.stochastic else None)
+            triton_step.step(
+                ps, [p.grad.contiguous() for p in ps],
+                [self._fields(self.state[p], "exp_avg", codec_m) for p in ps],
+                [self._fields(self.state[p], "exp_avg_sq", codec_v) for p in ps],
+                codec_m, codec_v, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=wd,
+                bc1s=[1 - beta1**t for t in steps],
+                bc2s=[math.sqrt(1 - beta2**t) for t in steps], belief=self._belief,
+                belief_eps=eps_s, keys=keys)
 
     # --- copies and checkpoints ---------------------------------------------------------------
     def __getstate__(self):
@@ -525,7 +532,8 @@ class AdaBelief(_QuantizedAdam):
     as the AdaBelief paper (Alg. 2) and its official code do; the reference SOLO code
     (``solow`` 0.2.0, ``AdaBeliefQ``) does not, which the presets of the paper's AdaBelief rows
     follow (``eps_in_s=False``). At eps 1e-8 the two differ visibly. Other knobs as
-    :class:`AdamW` (fused: the C++ CPU step for block-quantized states only).
+    :class:`AdamW` (fused: the C++ CPU step or, on CUDA, the Triton step, for block-quantized
+    states only).
     """
 
     _belief = True

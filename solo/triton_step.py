@@ -19,6 +19,8 @@ imported) when tests switch :data:`_on_cpu` on; the optimizer never picks it on 
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from .codecs import BlockCodec, Codec, LogCodec
@@ -86,6 +88,13 @@ def step(params, grads, fields_m, fields_v, codec_m: BlockCodec, codec_v: Codec,
     """
     if not params:
         return
+    device = params[0].device
+    if any(p.device != device for p in params):
+        raise RuntimeError("Triton step: every parameter of one call must be on one device, "
+                           f"got {sorted({str(p.device) for p in params})}")
+    if keys is not None and (keys.device != device or keys.numel() != len(params)):
+        raise RuntimeError(f"Triton step: keys must hold {len(params)} int64 on {device}, got "
+                           f"{keys.numel()} on {keys.device}")
     kern = kernel()
     if kern is None:
         raise RuntimeError(f"the Triton step is unavailable: {_failed}")
@@ -98,11 +107,11 @@ def step(params, grads, fields_m, fields_v, codec_m: BlockCodec, codec_v: Codec,
     buckets: dict[tuple, list[int]] = {}
     for i, (p, g) in enumerate(zip(params, grads)):
         buckets.setdefault((p.dtype, g.dtype), []).append(i)
-    device = params[0].device
     m_levels, m_bounds = codec_m._tables(device)
     v_levels, v_bounds = (m_levels, m_bounds) if is_log else codec_v._tables(device)
     vtop = 2**codec_v.bits - 1
     small_w = abs(float(1.0 - beta1)) < 0.5  # which of torch's two lerp formulas
+    quantile = float(getattr(codec_v, "quantile", 0.0))
     for (pdt, gdt), idx in buckets.items():
         rows, first, nblocks = [], [], 0
         block = min(codec_m.block_size, max(params[i].numel() for i in idx))
@@ -120,18 +129,20 @@ def step(params, grads, fields_m, fields_v, codec_m: BlockCodec, codec_v: Codec,
         first_t = torch.tensor(first, dtype=torch.int64)
         sel = keys[idx] if keys is not None else torch.zeros(len(idx), dtype=torch.int64)
         bp2 = max(8, 1 << (block - 1).bit_length())
-        kern[(nblocks,)](
-            ptrs.to(device), floats.to(device), sel.to(device), first_t.to(device), len(idx),
-            m_levels, m_bounds, v_levels, v_bounds,
-            float(1.0 - lr * weight_decay), float(1.0 - beta1), float(beta2),
-            float(1.0 - beta2), float(eps), float(belief_eps),
-            float(getattr(codec_v, "quantile", 0.0)), float(_TINY ** (1.0 / vtop)),
-            1.0 - 2.0**-24, float(torch.tensor(1.0 / vtop, dtype=torch.float32)),
-            P_DTYPE=_TL[pdt], G_DTYPE=_TL[gdt], MBITS=codec_m.bits, VBITS=codec_v.bits,
-            LOG=is_log, BELIEF=bool(belief), HAS_WD=weight_decay != 0, SMALL_W=small_w,
-            HAS_RAND=rands is not None, BLOCK=block, BLOCK_P2=bp2,
-            LOG2_T=(len(idx) - 1).bit_length(),
-            num_warps=1 if bp2 <= 256 else 4, enable_fp_fusion=False)
+        # Triton launches on the current CUDA device
+        with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+            kern[(nblocks,)](
+                ptrs.to(device), floats.to(device), sel.to(device), first_t.to(device),
+                len(idx), m_levels, m_bounds, v_levels, v_bounds,
+                float(1.0 - lr * weight_decay), float(1.0 - beta1), float(beta2),
+                float(1.0 - beta2), float(eps), float(belief_eps), quantile,
+                float(_TINY ** (1.0 / vtop)), 1.0 - 2.0**-24,
+                float(torch.tensor(1.0 / vtop, dtype=torch.float32)),
+                P_DTYPE=_TL[pdt], G_DTYPE=_TL[gdt], MBITS=codec_m.bits, VBITS=codec_v.bits,
+                LOG=is_log, BELIEF=bool(belief), HAS_WD=weight_decay != 0, SMALL_W=small_w,
+                HAS_RAND=rands is not None, SMALL_Q=quantile <= 0.5, BLOCK=block,
+                BLOCK_P2=bp2, LOG2_T=(len(idx) - 1).bit_length(),
+                num_warps=1 if bp2 <= 256 else 4, enable_fp_fusion=False)
 
 
 class _TritonDtypes(dict):
