@@ -141,7 +141,8 @@ def quantized_step_kernel(
     decay, w, b2, omb2, eps, beps, quantile, alpha_min, alpha_max, inv_top,
     P_DTYPE: tl.constexpr, G_DTYPE: tl.constexpr, MBITS: tl.constexpr, VBITS: tl.constexpr,
     LOG: tl.constexpr, BELIEF: tl.constexpr, HAS_WD: tl.constexpr, SMALL_W: tl.constexpr,
-    HAS_RAND: tl.constexpr, SMALL_Q: tl.constexpr, BLOCK: tl.constexpr, BLOCK_P2: tl.constexpr, LOG2_T: tl.constexpr,
+    HAS_RAND: tl.constexpr, SMALL_Q: tl.constexpr, BLOCK: tl.constexpr,
+    BLOCK_P2: tl.constexpr, LOG2_T: tl.constexpr,
 ):
     """One block of one tensor of a multi-tensor launch.
 

@@ -62,6 +62,8 @@ def supports(codec_m: Codec, codec_v: Codec, p: torch.Tensor) -> bool:
     """Whether the kernel implements this state format for parameter ``p``."""
     if not handles(p) or p.dtype not in _DTYPES or not p.is_contiguous():
         return False
+    if type(p) not in (torch.Tensor, torch.nn.Parameter):
+        return False  # tensor subclasses (DTensor shards, ...): data_ptr is not the data
     if not (isinstance(codec_m, BlockCodec) and codec_m.signed and not codec_m.stochastic):
         return False
     if not (isinstance(codec_v, LogCodec) or (isinstance(codec_v, BlockCodec)
