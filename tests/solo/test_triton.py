@@ -383,3 +383,43 @@ def test_bad_state_raises_before_the_launch():
     with pytest.raises(RuntimeError, match="exp_avg_sq_scales must be"):
         triton_step.step([ps[0]], [ps[0].grad], [fm], [fv], cm, cv, **kw)
     assert torch.equal(ps[0], before)
+
+
+class _CountLaunches:
+    """Wraps the jitted kernel: counts ``kernel[grid](...)`` launches and their grids."""
+
+    def __init__(self, kern):
+        self.kern, self.grids = kern, []
+
+    def __getitem__(self, grid):
+        self.grids.append(grid)
+        return self.kern[grid]
+
+
+def test_one_launch_per_dtype_for_a_mixed_group(monkeypatch):
+    """fp32 and bf16 parameters in one group: two launches (one per dtype) covering every
+    block, with what the reference writes (adamw4bit: no random draws)."""
+    counter = _CountLaunches(triton_step.kernel())
+    runs = []
+    for flag in (None, False):
+        torch.manual_seed(0)
+        ps = [torch.nn.Parameter((torch.randn(s) * 0.05).to(dt).to(DEVICE))
+              for s, dt in [((300,), torch.float32), ((200,), torch.bfloat16),
+                            ((37, 29), torch.float32), ((5,), torch.bfloat16)]]
+        opt = solo.PRESETS["adamw4bit"](ps, lr=1e-2, weight_decay=0.1, fused=flag)
+        for p in ps:
+            p.grad = (torch.randn(p.shape) * 1e-2).to(p.dtype).to(DEVICE)
+        monkeypatch.setattr(triton_step, "_kernel", counter)
+        opt.step()
+        runs.append((ps, opt))
+    # 3 + 9 blocks of fp32, 2 + 1 of bf16
+    assert sorted(counter.grids) == [(3,), (12,)]
+    (pt, ot), (pr, orf) = runs
+    for p, q in zip(pt, pr):
+        if p.dtype == torch.float32:
+            _assert_params_close(p, q)
+        else:
+            assert torch.equal(p, q)
+        for key, t in ot.state[p].items():
+            if key.endswith("_codes"):
+                assert torch.equal(t, orf.state[q][key]), key
