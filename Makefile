@@ -46,12 +46,12 @@ test: test-fast test-cluster ## what CI runs: the fast suite, then the scale-out
 test-fast: setup ## the default test suite (fast, CPU)
 	$(PY) -m pytest -q
 
-test-cluster: setup ## multi-process tests, and (as root) a real local Slurm cluster
+test-cluster: setup ## multi-process tests, the Triton step (interpreter without a GPU), and (as root) a real local Slurm cluster
 	@if [ "$$(id -u)" = 0 ]; then \
-	  $(PY) -m pytest -q -m "slurm or distributed"; \
+	  $(PY) -m pytest -q -m "slurm or distributed or triton"; \
 	else \
-	  echo "NOTE: not root: running only the distributed tests (the slurm tests start slurmd, which needs root)"; \
-	  $(PY) -m pytest -q -m distributed; \
+	  echo "NOTE: not root: running only the distributed and triton tests (the slurm tests start slurmd, which needs root)"; \
+	  $(PY) -m pytest -q -m "distributed or triton"; \
 	fi
 
 test-all: setup ## every test, slow/slurm/distributed included (gpu ones skip without a GPU)
@@ -74,8 +74,9 @@ bench: bench-cpu ## optimizer step-time benchmark on this machine
 bench-cpu: setup solow ## step time of every optimizer at ~10M and ~100M parameters -> results/bench/cpu.*
 	$(PY) scripts/bench.py --params 10e6 100e6
 
-bench-gpu: setup solow ## the same on CUDA at ~10M, ~100M and ~1B parameters -> results/bench/cuda.*
-	$(PY) scripts/bench.py --device cuda --params 10e6 100e6 1e9
+bench-gpu: setup solow ## on CUDA: step time at ~10M, ~100M, ~1B params -> results/bench/cuda.*, then the gpu tests
+	$(PY) scripts/bench.py --device cuda --params 10e6 100e6 1e9 --steps 5
+	$(PY) -m pytest -q -m gpu
 
 REPS ?= 2
 bench-e2e: setup ## small swin and transformer runs, adamw32 vs solo_4_2bit, REPS times -> results/bench/e2e.*

@@ -6,6 +6,12 @@ torchao and loading the C++ extension for ours), median of ``--steps`` timed ste
 ``results/bench/<device>.json`` (rows with optimizer, params, ms_per_step, ratio_to_foreach,
 state_bytes, peak_step_bytes, first_step_ms) and a markdown table beside it.
 
+On CUDA (``make bench-gpu``) the rows are :data:`GPU_SET` (registry names), the baseline of the
+ratio is torch's fused AdamW, tensors are made on the GPU, a 1B-parameter model uses width 2048
+(fewer, larger tensors), and each row also gets ``pct_copy_bw``: the bytes a step must move at
+least (parameter read and write and gradient read in fp32, states read and written) per second,
+as a share of the measured copy bandwidth. The Triton step compiles in the first step.
+
 ``peak_step_bytes`` is the memory a step adds on top of what the process holds before it: on
 Linux CPU, the resident-set high-water mark (VmHWM, reset through /proc/self/clear_refs) after
 one more step minus the resident set before it, with glibc's mmap threshold pinned at 256 KiB
@@ -39,14 +45,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 import solo  # noqa: E402
 from experiments.optimizers import OPTIMIZERS  # noqa: E402
 
+# The optimizers of the GPU benchmark (issue 18): ours, torch's, torchao's, bitsandbytes',
+# and the reference SOLO code, by their registry names (experiments/optimizers.py).
+GPU_SET = ["torch_adamw_foreach", "torch_adamw_fused", "solo_4_2bit", "solo_2bit", "adamw4bit",
+           "adamw8bit", "solo_4_2bit_reference", "torchao_adamw4bit", "torchao_adamw8bit",
+           "bnb_adamw8bit", "solow_4_2bit"]
 
-def transformer_params(target: int, d: int = 512) -> list[torch.nn.Parameter]:
+
+def transformer_params(target: int, d: int = 512, device="cpu") -> list[torch.nn.Parameter]:
     """Blocks of (qkv, out, fc1, fc2, 2 norms, biases) until about ``target`` parameters."""
     ps: list[torch.nn.Parameter] = []
-    while sum(p.numel() for p in ps) < target:
+    total = 0
+    while total < target:
         for shape in [(3 * d, d), (3 * d,), (d, d), (d,), (4 * d, d), (4 * d,), (d, 4 * d),
                       (d,), (d,), (d,), (d,), (d,)]:
-            ps.append(torch.nn.Parameter(torch.randn(shape) * 0.02))
+            ps.append(torch.nn.Parameter(torch.randn(shape, device=device) * 0.02))
+            total += ps[-1].numel()
     return ps
 
 
@@ -162,19 +176,25 @@ def main() -> None:
     ap.add_argument("--params", type=float, nargs="+", default=[10e6])
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--only", nargs="*", help="optimizer names to run (default: all)")
+    ap.add_argument("--only", nargs="*",
+                    help="optimizer names to run (default: all on CPU, GPU_SET on CUDA)")
     ap.add_argument("--out", default="results/bench")
     args = ap.parse_args()
     device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    if cuda and not torch.cuda.is_available():
+        sys.exit("--device cuda: no CUDA device here (results/bench/cuda.* only from a real run)")
+    only = args.only if args.only else (GPU_SET if cuda else None)
     pinned = pin_malloc()
     rows, failed, largest, copy = [], [], {}, {}
     for target in args.params:
-        params = transformer_params(int(target))
+        width = 2048 if cuda and target >= 5e8 else 512
+        params = transformer_params(int(target), width, device if cuda else "cpu")
         n = sum(p.numel() for p in params)
         largest[n] = max(p.numel() for p in params) * 4
         copy[n] = copy_gbps(n, device)
         for name, make in peers().items():
-            if args.only and name not in args.only:
+            if only and name not in only:
                 continue
             try:
                 r = bench(make, params, args.steps, device)
@@ -183,15 +203,19 @@ def main() -> None:
                 failed.append({"optimizer": name, "params": n,
                                "error": f"{type(e).__name__}: {e}".splitlines()[0]})
                 continue
+            moved = 3 * 4 * n + 2 * r["state_bytes"]  # p read + write, g read; states r + w
+            r["pct_copy_bw"] = 100 * moved / (r["ms_per_step"] / 1e3) / 1e9 / copy[n]
             rows.append({"optimizer": name, "params": n, **r})
             print(f"{name:22s} {n / 1e6:6.1f}M  {r['ms_per_step']:9.1f} ms/step  "
                   f"first {r['first_step_ms']:9.1f} ms  state {_mib(r['state_bytes'])} MiB  "
                   f"peak step {_mib(r['peak_step_bytes'])} MiB")
-        base = next((r["ms_per_step"] for r in rows
-                     if r["optimizer"] == "torch_adamw_foreach" and r["params"] == n), None)
-        for r in rows:
-            if r["params"] == n and base:
-                r["ratio_to_foreach"] = r["ms_per_step"] / base
+        for key, ref in (("ratio_to_foreach", "torch_adamw_foreach"),
+                         ("ratio_to_fused", "torch_adamw_fused")):
+            base = next((r["ms_per_step"] for r in rows
+                         if r["optimizer"] == ref and r["params"] == n), None)
+            for r in rows:
+                if r["params"] == n and base:
+                    r[key] = r["ms_per_step"] / base
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"device": args.device, "cpu": _cpu_name(), "cores": os.cpu_count(),
@@ -201,6 +225,11 @@ def main() -> None:
             "fused_avx2": solo.fused.vectorized(),
             "largest_tensor_bytes": {str(k): v for k, v in largest.items()},
             "copy_gbps": {str(k): v for k, v in copy.items()}}
+    if cuda:
+        meta["gpu"] = torch.cuda.get_device_name(device)
+        meta["cpu"] = meta["gpu"]
+        meta["triton_step"] = solo.triton_step.kernel() is not None
+        meta["triton_unavailable"] = solo.triton_step.unavailable()
     (out / f"{args.device}.json").write_text(
         json.dumps({"meta": meta, "rows": rows, "failed": failed}, indent=1))
     lines = [f"# Optimizer step time ({args.device}: {meta['cpu']}, {meta['threads']} threads, "
@@ -210,16 +239,18 @@ def main() -> None:
                                           for k, v in largest.items()) + "; measured copy "
              "bandwidth " + ", ".join(f"{v:.1f} GB/s at {k / 1e6:.1f}M"
                                       for k, v in copy.items()) + ".", "",
-             "| optimizer | params | ms/step | x torch foreach | first step ms | state MiB | "
-             "peak step MiB |",
-             "|---|---|---|---|---|---|---|"]
+             "| optimizer | params | ms/step | x torch foreach | x torch fused | % copy bw | "
+             "first step ms | state MiB | peak step MiB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    nan = float("nan")
     for r in rows:
         lines.append(f"| {r['optimizer']} | {r['params'] / 1e6:.1f}M | {r['ms_per_step']:.1f} | "
-                     f"{r.get('ratio_to_foreach', float('nan')):.2f} | {r['first_step_ms']:.0f} | "
+                     f"{r.get('ratio_to_foreach', nan):.2f} | {r.get('ratio_to_fused', nan):.2f} "
+                     f"| {r['pct_copy_bw']:.0f} | {r['first_step_ms']:.0f} | "
                      f"{_mib(r['state_bytes'])} | {_mib(r['peak_step_bytes'])} |")
     for f in failed:
         lines.append(f"| {f['optimizer']} | {f['params'] / 1e6:.1f}M | failed: {f['error']} "
-                     "| | | | |")
+                     "| | | | | | |")
     (out / f"{args.device}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

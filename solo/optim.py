@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from . import distributed, fused
+from . import distributed, fused, triton_step
 from .codecs import Codec, FullCodec, make_codec
 from .distributed import local
 from .validation import check_format, check_group, format_of
@@ -183,6 +183,7 @@ class _QuantizedAdam(torch.optim.Optimizer):
         # every path is chosen (and fused=True refused where none exists) before any change
         paths = [self._path(group, p) for _, _, group, p in work]
         full: dict[int, list] = {}
+        tri: dict[int, list] = {}
         for (gi, _, group, p), path in zip(work, paths):
             state = self.state[p]
             if not state:
@@ -191,10 +192,14 @@ class _QuantizedAdam(torch.optim.Optimizer):
                 state["step"] += 1
             elif path == "torch":
                 full.setdefault(gi, []).append(p)
+            elif path == "triton":
+                tri.setdefault(gi, []).append(p)
             else:
                 self._update(group, p, state, kernel=path == "kernel")
         for gi, ps in full.items():
             self._torch_fused_step(self.param_groups[gi], ps)
+        for gi, ps in tri.items():
+            self._triton_step(self.param_groups[gi], ps)
         self._record_formats()
         return loss
 
@@ -214,12 +219,25 @@ class _QuantizedAdam(torch.optim.Optimizer):
 
     def _path(self, group, p) -> str:
         """How ``p`` steps: "meta" (shapes only), "torch" (torch's fused/foreach AdamW),
-        "kernel" (the fused C++ step) or "reference" (the eager loop)."""
+        "kernel" (the fused C++ step), "triton" (the Triton step, CUDA) or "reference"
+        (the eager loop)."""
         if p.device.type == "meta":
             return "meta"
         codec_m, codec_v = self.codecs(group, p)
         if self._torch_fused(group, p, codec_m, codec_v):
             return "torch"
+        if group["fused"] is not False and triton_step.handles(p):
+            if triton_step.supports(codec_m, codec_v, p):
+                if triton_step.kernel() is not None:
+                    return "triton"
+                if group["fused"]:
+                    raise RuntimeError(f"fused=True but the Triton step is unavailable: "
+                                       f"{triton_step.unavailable()}")
+            elif group["fused"]:
+                raise RuntimeError("fused=True but this parameter's state format has no fused "
+                                   "kernel (see solo.triton_step.supports and AdamW's fused); "
+                                   "use fused=None")
+            return "reference"
         if group["fused"] is not False:
             if fused.supports(codec_m, codec_v, local(p)):
                 if fused.extension() is not None:
@@ -295,6 +313,8 @@ class _QuantizedAdam(torch.optim.Optimizer):
 
     # --- quantized states ---------------------------------------------------------------------
     def _update(self, group, p, state, kernel: bool):
+        # The fused C++ step (solo/csrc/fused_step.cpp) and the Triton step
+        # (solo/triton_kernel.py) repeat the float32 operations below in this order.
         codec_m, codec_v = self.codecs(group, p)
         fm, fv = self._fields(state, "exp_avg", codec_m), self._fields(state, "exp_avg_sq", codec_v)
         beta1, beta2 = group["betas"]
@@ -340,6 +360,36 @@ class _QuantizedAdam(torch.optim.Optimizer):
         # The update used the fresh fp32 m and v; only now are they requantized.
         codec_m.encode(m, fm, gen)
         codec_v.encode(v, fv, gen)
+
+    def _triton_step(self, group, params) -> None:
+        """The quantized step of ``params`` (one group, one format) in one Triton launch per
+        device and dtype: the update of :meth:`_update`, keys drawn as for the C++ kernel."""
+        codec_m, codec_v = self.codecs(group, params[0])
+        beta1, beta2 = group["betas"]
+        lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
+        lr = lr.item() if isinstance(lr, torch.Tensor) else lr
+        eps_s = eps if self._belief and group["eps_in_s"] else 0.0
+        by_device: dict[torch.device, list] = {}
+        for p in params:
+            by_device.setdefault(p.device, []).append(p)
+        for device, ps in by_device.items():
+            steps = []
+            for p in ps:
+                self.state[p]["step"] += 1
+                steps.append(self.state[p]["step"].item())
+            gen = self.generator(device)
+            # one key per tensor, in order: on a CPU generator the same numbers as the C++
+            # step's one-at-a-time draws; kept on the device (no sync)
+            keys = (torch.randint(0, 2**63 - 1, (len(ps),), generator=gen, device=device)
+                    if codec_v.stochastic else None)
+            triton_step.step(
+                ps, [p.grad.contiguous() for p in ps],
+                [self._fields(self.state[p], "exp_avg", codec_m) for p in ps],
+                [self._fields(self.state[p], "exp_avg_sq", codec_v) for p in ps],
+                codec_m, codec_v, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=wd,
+                bc1s=[1 - beta1**t for t in steps],
+                bc2s=[math.sqrt(1 - beta2**t) for t in steps], belief=self._belief,
+                belief_eps=eps_s, keys=keys)
 
     # --- copies and checkpoints ---------------------------------------------------------------
     def __getstate__(self):
@@ -488,7 +538,8 @@ class AdamW(_QuantizedAdam):
       so checkpoints carry it; the global RNG is never used.
     - ``fused``: ``None`` (default) uses a fused step where one exists and falls back to the
       eager reference elsewhere: the fused C++ CPU step (:mod:`solo.fused`) for block-quantized
-      states, torch's fused AdamW kernel for ``none``/``bf16`` states of fp32 CPU parameters;
+      states on CPU, the Triton step (:mod:`solo.triton_step`) for them on CUDA, torch's
+      fused AdamW kernel for ``none``/``bf16`` states of fp32 CPU parameters;
       ``False`` always runs the reference; ``True`` raises where no fused step can run.
 
     Every knob is validated in the constructor, ``add_param_group``, ``load_state_dict`` and
@@ -513,7 +564,8 @@ class AdaBelief(_QuantizedAdam):
     as the AdaBelief paper (Alg. 2) and its official code do; the reference SOLO code
     (``solow`` 0.2.0, ``AdaBeliefQ``) does not, which the presets of the paper's AdaBelief rows
     follow (``eps_in_s=False``). At eps 1e-8 the two differ visibly. Other knobs as
-    :class:`AdamW` (fused: the C++ CPU step for block-quantized states only).
+    :class:`AdamW` (fused: the C++ CPU step or, on CUDA, the Triton step, for block-quantized
+    states only).
     """
 
     _belief = True
