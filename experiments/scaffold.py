@@ -266,6 +266,16 @@ class Run:
                         step=self.step)
         return metrics
 
+    def keep_best(self, metrics: dict, key: str) -> dict:
+        """The best evaluation so far by ``key`` (higher is better), kept across resume: its
+        metrics as ``<name>_best`` and its step as ``best_step``. The official Swin code
+        reports this maximum over epochs; records keep the final numbers beside it."""
+        best = self.meters.get("best")
+        if best is None or metrics[key] > best[key]:
+            best = self.meters["best"] = {**metrics, "step": self.step}
+        return {**{f"{k}_best": v for k, v in best.items() if k != "step"},
+                "best_step": best["step"]}
+
     def stopping(self) -> bool:
         """After each step: the periodic checkpoint, then True when a stop was asked (a signal
         on any rank, or the drill step ``stop_at_step``); the stop checkpoint is then saved
