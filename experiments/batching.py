@@ -81,8 +81,9 @@ def grad_sync(model: torch.nn.Module, sync: bool):
 def backward(loss_sum: torch.Tensor, global_items: int, world: int) -> None:
     """Backward of this micro-batch's part of the global-batch mean: ``loss_sum`` (summed over
     its items) / ``global_items``, times ``world`` because DDP and FSDP average gradients over
-    ranks where the mean needs their sum."""
-    (loss_sum * (world / global_items)).backward()
+    ranks where the mean needs their sum. A global batch without any loss item (every response
+    truncated away) has a zero loss sum: its gradient is zero, not a division by zero."""
+    (loss_sum * (world / max(1, global_items))).backward()
 
 
 def split(items, accum: int) -> list:
