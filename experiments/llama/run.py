@@ -73,9 +73,9 @@ def main(cfg: DictConfig) -> dict | None:
         model.train()
         while run.step < total:
             run.begin_step()
-            micro, global_tokens, input_tokens = data.batches_of(run.step, steps_per_epoch, encoded,
-                                                   hp.batch_size, plan.micro, cfg.seed, rank,
-                                                   world)
+            micro, global_tokens, input_tokens = data.batches_of(
+                run.step, steps_per_epoch, encoded, hp.batch_size, plan.micro, cfg.seed, rank,
+                world)
             loss_sum, tokens_here = torch.zeros((), device=device), 0
             for i, mb in enumerate(micro):
                 ids, mask, labels = (t.to(device)
