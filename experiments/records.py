@@ -46,6 +46,7 @@ RECORD = {
     "time": (dict, True),
     "provenance": (dict, True),
     "config": (dict, True),
+    "batch": (dict, False),  # since issue 16: how the global batch was split (BATCH)
 }
 CRASH_NOTE = {
     **{k: RECORD[k] for k in ("task", "optim", "scale", "seed", "variant", "provenance", "config")},
@@ -78,6 +79,14 @@ SECTIONS = {
         "world_size": (int, False),
         "replica_max_diff": ((NUMBER, None), False),
     },
+}
+# The global batch of one optimizer step = world x accum x micro items (experiments.batching).
+BATCH = {
+    "global_batch": (int, True),
+    "micro": (int, True),
+    "accum": (int, True),
+    "world": (int, True),
+    "unit": (str, True),
 }
 # Bytes of optimizer state, each a non-negative int, total = quantized + full_precision.
 STATE_BYTES = ("total", "quantized", "full_precision")
@@ -127,6 +136,12 @@ def validate(record, *, crash_note: bool = False) -> dict:
         return record
     for section, fields in SECTIONS.items():
         _check_fields(record[section], fields, f"{section}.")
+    if "batch" in record:
+        _check_fields(record["batch"], BATCH, "batch.")
+        b = record["batch"]
+        if b["global_batch"] != b["world"] * b["accum"] * b["micro"]:
+            raise RecordError(f"batch.global_batch ({b['global_batch']}) must equal world x "
+                              f"accum x micro ({b['world']} x {b['accum']} x {b['micro']})")
     for name, value in record["metrics"].items():
         if not _has_type(value, (NUMBER, None)):
             raise RecordError(f"metrics.{name} must be a finite number or null, got {value!r:.60}")
@@ -298,9 +313,10 @@ def make_crash_note(cfg, step: int, loss: float) -> dict:
 
 
 def make_record(cfg, metrics: dict, memory: dict, time_: dict, wandb_path=None,
-                replica_diff: float | None = None) -> dict:
+                replica_diff: float | None = None, batch: dict | None = None) -> dict:
     """The run's record, validated (:func:`validate`). ``cfg``: the run's composed config;
-    ``replica_diff``: the largest parameter difference between ranks (0.0 when identical)."""
+    ``replica_diff``: the largest parameter difference between ranks (0.0 when identical);
+    ``batch``: the split of the global batch (:data:`BATCH`)."""
     from omegaconf import OmegaConf
 
     prov = provenance(wandb_path)
@@ -319,6 +335,8 @@ def make_record(cfg, metrics: dict, memory: dict, time_: dict, wandb_path=None,
         "provenance": prov,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
+    if batch is not None:
+        record["batch"] = batch
     try:
         return validate(record)
     except RecordError as e:

@@ -8,9 +8,12 @@ A runner opens one :class:`Run` and keeps only its data, model, loss, evaluation
         ...data, model, optimizer, scheduler...
         run.attach(raw_model, optimizer, scheduler, steps_per_epoch=..., total=...)
         while run.step < run.total:
-            for batch in batches(*divmod(run.step, steps_per_epoch)):
+            for micro_batches in batches(*divmod(run.step, steps_per_epoch)):
                 run.begin_step()
-                loss = ...; run.check_finite(loss); loss.backward()
+                for i, mb in enumerate(micro_batches):   # run.plan.accum of them
+                    with run.micro_step(model, i):       # gradient sync on the last only
+                        loss_sum = ...; run.check_finite(loss_sum)
+                        run.backward(loss_sum, items_in_global_batch)
                 run.optimizer_step(model, optimizer, hp.clip_grad)
                 run.end_step(loss.item(), items=...)
                 if run.eval_due(hp.eval_every): run.log_eval(evaluate(...))
@@ -18,7 +21,8 @@ A runner opens one :class:`Run` and keeps only its data, model, loss, evaluation
         run.checkpoint()
         return run.finish(metrics)
 
-The Run owns per-rank seeding (experiments.distributed), the device and process group, the run
+The Run owns the split of the recipe's global batch over ranks and micro-batches
+(experiments.batching), per-rank seeding (experiments.distributed), the device and process group, the run
 folder and its lock, resume and checkpoint (model, optimizer, scheduler, every rank's RNG, the
 step, the meters), stop signals and Slurm requeue, timing, W&B and metrics.jsonl, the
 finite-loss check and the record.
@@ -32,7 +36,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import checkpoint, distributed, folders, records, stopping, tracking
+from experiments import batching, checkpoint, distributed, folders, records, stopping, tracking
 from experiments.errors import NonFiniteLoss
 from experiments.optimizers import state_bytes
 
@@ -67,7 +71,7 @@ class Run:
         self.identity = checkpoint.identity(cfg, self.world)
         self.lock = folders.Lock(self.dir) if self.rank == 0 else None
         self.logger = self.bar = self.stop = None
-        self.model = self.optimizer = self.scheduler = None
+        self.model = self.optimizer = self.scheduler = self.plan = None
         self.step, self.total, self.elapsed = 0, 0, 0.0
         self.meters = {"loss": None, "first_step_ms": None, "step_ms_sum": 0.0,
                        "steps_timed": 0, "items": 0, "train_s": 0.0}
@@ -117,6 +121,26 @@ class Run:
             return model
         return torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[self.local_rank] if self.device.type == "cuda" else None)
+
+    def plan_batch(self, global_batch: int, micro: int | None = None,
+                   unit: str = "samples", key: str = "scale.batch_size") -> batching.Plan:
+        """Split the recipe's global batch (``key``) over this run's ranks into micro-batches
+        of ``micro`` items (None: no accumulation); see experiments.batching. The record
+        stores the plan."""
+        self.plan = batching.plan(int(global_batch), self.world, micro and int(micro), unit, key)
+        log.info("global batch %d %s = %d ranks x %d micro-batches x %d", self.plan.global_batch,
+                 unit, self.world, self.plan.accum, self.plan.micro)
+        return self.plan
+
+    def micro_step(self, model: torch.nn.Module, i: int):
+        """The context of micro-step ``i`` of a step (forward and backward): gradients are
+        synchronised across ranks on the last micro-step only."""
+        return batching.grad_sync(model, sync=i == self.plan.accum - 1)
+
+    def backward(self, loss_sum: torch.Tensor, global_items: int) -> None:
+        """Backward of ``loss_sum`` (summed over this micro-batch's items) as its part of the
+        mean over the ``global_items`` items of the whole global batch."""
+        batching.backward(loss_sum, global_items, self.world)
 
     def attach(self, model: torch.nn.Module, optimizer, scheduler=None, *,
                steps_per_epoch: int, total: int, checkpoints: bool = True) -> None:
@@ -242,6 +266,16 @@ class Run:
                         step=self.step)
         return metrics
 
+    def keep_best(self, metrics: dict, key: str) -> dict:
+        """The best evaluation so far by ``key`` (higher is better), kept across resume: its
+        metrics as ``<name>_best`` and its step as ``best_step``. The official Swin code
+        reports this maximum over epochs; records keep the final numbers beside it."""
+        best = self.meters.get("best")
+        if best is None or metrics[key] > best[key]:
+            best = self.meters["best"] = {**metrics, "step": self.step}
+        return {**{f"{k}_best": v for k, v in best.items() if k != "step"},
+                "best_step": best["step"]}
+
     def stopping(self) -> bool:
         """After each step: the periodic checkpoint, then True when a stop was asked (a signal
         on any rank, or the drill step ``stop_at_step``); the stop checkpoint is then saved
@@ -285,6 +319,7 @@ class Run:
             wandb_path=self.logger.path,
             replica_diff=distributed.replica_spread(self.model, self.world, self.device)
             if replicas else None,
+            batch=self.plan.record() if self.plan else None,
         )
         record["provenance"]["data_seeds"] = [distributed.data_seed(int(self.cfg.seed), r)
                                               for r in range(self.world)]

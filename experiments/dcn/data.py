@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from experiments import batching
 from experiments.errors import DataNotFound
 from experiments.training import epoch_order
 
@@ -273,10 +274,11 @@ def to_device(part: dict, device):
             part["label"].float().to(device))
 
 
-def train_batches(train, batch, seed, epoch, start, rank, world, device):
-    """Batches of one epoch from step `start` on; each rank takes its share of the global
-    batch. Only (seed, epoch, step) decide them, so resuming mid-epoch is exact."""
+def train_batches(train, batch, seed, epoch, start, rank, world, device, accum=1):
+    """Each step of one epoch from step `start` on, as `accum` micro-batches of this rank's
+    share of the global batch. Only (seed, epoch, step) decide them, so resuming mid-epoch is
+    exact."""
     order = epoch_order(len(train["label"]), seed, epoch)
     for i in range(start, len(order) // batch):
-        idx = order[i * batch : (i + 1) * batch][rank::world]
-        yield to_device(split(train, idx), device)
+        share = order[i * batch : (i + 1) * batch][rank::world]
+        yield [to_device(split(train, idx), device) for idx in batching.split(share, accum)]

@@ -31,6 +31,7 @@ def main(cfg: DictConfig) -> dict | None:
         if run.finished:
             return run.finished
         device, rank, world = run.device, run.rank, run.world
+        plan = run.plan_batch(hp.batch_size, hp.get("micro_batch_size"))
         train, val, test = data.load_splits(cfg, hp)
         steps_per_epoch = len(train["label"]) // hp.batch_size
         total = hp.epochs * steps_per_epoch
@@ -39,7 +40,8 @@ def main(cfg: DictConfig) -> dict | None:
                  train["label"].mean().item(), total)
 
         raw = DCN(train["cardinality"], train["dense"].shape[1], hp.embedding_dim,
-                  hp.cross_layers, list(hp.mlp), device=device)
+                  hp.cross_layers, list(hp.mlp), device=device,
+                  batch_norm=hp.get("batch_norm", False))
         groups = training.param_groups(raw, hp.weight_decay)
         optimizer = optimizers.build_optimizer(cfg, groups, lr=hp.lr, betas=hp.betas, eps=hp.eps,
                                                weight_decay=hp.weight_decay)
@@ -51,21 +53,27 @@ def main(cfg: DictConfig) -> dict | None:
 
         while run.step < total:
             epoch, start = divmod(run.step, steps_per_epoch)
-            for dense, kjt, label in data.train_batches(train, hp.batch_size, cfg.seed, epoch,
-                                                        start, rank, world, device):
+            for micro_batches in data.train_batches(train, hp.batch_size, cfg.seed, epoch,
+                                                    start, rank, world, device, plan.accum):
                 run.begin_step()
-                loss = F.binary_cross_entropy_with_logits(model(dense, kjt), label)
-                run.check_finite(loss)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                loss_sum = 0.0
+                for i, (dense, kjt, label) in enumerate(micro_batches):
+                    with run.micro_step(model, i):
+                        loss = F.binary_cross_entropy_with_logits(model(dense, kjt), label,
+                                                                  reduction="sum")
+                        run.check_finite(loss)
+                        run.backward(loss, hp.batch_size)
+                    loss_sum += loss.item()
+                loss = loss_sum / (hp.batch_size // world)  # this rank's mean
                 run.optimizer_step(model, optimizer, hp.clip_grad)
                 scheduler.step()
-                run.end_step(loss.item(), items=len(label) * world)
+                run.end_step(loss, items=hp.batch_size)
                 if run.eval_due(hp.eval_every):
                     val_m = run.log_eval(evaluate(raw, val, hp.eval_batch_size, device, world,
                                                   rank), prefix="val")
                     log.info("step %d/%d epoch %d loss %.4f val auc %.2f logloss %.5f",
-                             run.step, total, epoch, loss.item(), val_m["auc"], val_m["logloss"])
+                             run.step, total, epoch, loss, val_m["auc"], val_m["logloss"])
                 if run.stopping():
                     return None
         # The reported numbers: the test split, after the last step (no early stopping).

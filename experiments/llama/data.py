@@ -297,11 +297,20 @@ def mmlu_rows(path: Path, per_subject: int | None, seed: int = DATA_SEED) -> lis
     return rows
 
 
-def batches_of(step, steps_per_epoch, encoded, hp, seed, rank, world):
-    """The micro-batches of this rank at `step`: the global batch comes from (seed, epoch)
-    alone (epoch_order), so a resumed run sees exactly the batches it would have."""
+def batches_of(step, steps_per_epoch, encoded, batch_size, micro, seed, rank, world):
+    """(this rank's micro-batches of `micro` examples at `step`, the loss's token count and
+    the input token count over the whole global batch of `batch_size`). The global batch comes from (seed, epoch) alone
+    (epoch_order), so a resumed run sees exactly the batches it would have, and every rank
+    counts the global batch's tokens without a collective."""
     epoch, b = divmod(step, steps_per_epoch)
     order = epoch_order(len(encoded), seed, epoch)
-    idx = order[b * hp.batch_size : (b + 1) * hp.batch_size][rank::world].tolist()
-    micro = hp.get("micro_batch_size") or len(idx)
-    return [[encoded[i] for i in idx[j : j + micro]] for j in range(0, len(idx), micro)]
+    everyone = order[b * batch_size : (b + 1) * batch_size].tolist()
+    mine = everyone[rank::world]
+    return ([[encoded[i] for i in mine[j : j + micro]] for j in range(0, len(mine), micro)],
+            label_tokens(encoded, everyone), sum(len(encoded[i][0]) for i in everyone))
+
+
+def label_tokens(encoded, idx) -> int:
+    """Tokens the causal-LM loss counts in examples `idx`: labels after the one-token shift
+    (the first token is never predicted) that are not IGNORE_INDEX."""
+    return sum(sum(t != IGNORE_INDEX for t in encoded[i][1][1:]) for i in idx)

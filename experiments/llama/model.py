@@ -37,8 +37,21 @@ def build(cfg, hp, run_dir: Path):
             raise DataNotFound(f"task.{key}={path!r} does not exist; give {what}: "
                                       f"`python run.py task=llama scale=paper task.{key}=PATH`")
     tokenizer = AutoTokenizer.from_pretrained(cfg.task.model_path)
-    if tokenizer.pad_token is None:  # LLaMA has none; Alpaca adds one, unk does the same job
-        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
     # fp32 master weights; bf16 compute through autocast (or FSDP2's mixed precision)
     model = LlamaForCausalLM.from_pretrained(cfg.task.model_path, dtype=torch.float32)
+    if tokenizer.pad_token is None:  # LLaMA has none
+        add_pad_token(tokenizer, model)
     return model, tokenizer, data.load_alpaca(Path(cfg.task.data_path)), None
+
+
+def add_pad_token(tokenizer, model, token: str = "[PAD]") -> None:
+    """Alpaca's pad token (tatsu-lab/stanford_alpaca train.py, smart_tokenizer_and_embedding_
+    resize): a new special token whose input and output embedding rows start at the mean of
+    the existing rows. Padding is masked out of attention and loss, but the extra output row
+    takes part in every softmax, so reusing unk would not be the same recipe."""
+    tokenizer.add_special_tokens({"pad_token": token})
+    old = model.get_input_embeddings().weight.shape[0]
+    model.resize_token_embeddings(len(tokenizer))
+    with torch.no_grad():
+        for emb in (model.get_input_embeddings(), model.get_output_embeddings()):
+            emb.weight[old:] = emb.weight[:old].mean(dim=0, keepdim=True)

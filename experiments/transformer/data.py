@@ -200,10 +200,19 @@ def load_splits(cfg, hp) -> dict:
     return load_folder(cfg.task.data_dir)
 
 
-def train_batches(batches, seed: int, epoch: int, start: int, rank: int, world: int):
+def train_batches(batches, seed: int, epoch: int, start: int, rank: int, world: int,
+                  accum: int = 1):
     """The epoch's token-budget batches from step `start` on, in an order drawn from
-    (seed, epoch) alone, so resuming mid-epoch is exact; a global step is `world` batches,
-    one per rank."""
+    (seed, epoch) alone, so resuming mid-epoch is exact. A global step is world x accum
+    batches; yields (this rank's `accum` micro-batches, all the step's batches): every rank
+    can count the global batch's tokens without a collective."""
     order = epoch_order(len(batches), seed, epoch).tolist()
-    for step in range(start, len(batches) // world):
-        yield batches[order[step * world + rank]]
+    per_step = world * accum
+    for step in range(start, len(batches) // per_step):
+        everyone = [batches[j] for j in order[step * per_step : (step + 1) * per_step]]
+        yield everyone[rank::world], everyone
+
+
+def target_tokens(encoded, batches) -> int:
+    """The loss's tokens in `batches`: each target plus its EOS (tgt_out without padding)."""
+    return sum(len(encoded[i][1]) + 1 for idx in batches for i in idx)

@@ -31,6 +31,10 @@ def main(cfg: DictConfig) -> dict | None:
         if run.finished:
             return run.finished
         device, rank, world = run.device, run.rank, run.world
+        # The global batch is max_tokens padded tokens per step; each GPU's micro-batch at
+        # most micro_tokens (accumulation makes up the rest).
+        plan = run.plan_batch(hp.max_tokens, hp.get("micro_tokens"), unit="tokens",
+                              key="scale.max_tokens")
         splits = data.load_splits(cfg, hp)
         cache = cfg.task.get("bpe_cache_dir") or cfg.run_dir
         if world > 1 and rank != 0:  # rank 0 trains (and caches) the BPE, the others load it
@@ -42,13 +46,14 @@ def main(cfg: DictConfig) -> dict | None:
         valid = data.encode(tok, splits["valid"], hp.max_len)
         test_pairs = splits["test"][: hp.bleu_sentences or None]
         test = data.encode(tok, test_pairs, hp.max_len)
-        batches = data.token_batches(data.pair_lengths(train), hp.max_tokens)
-        valid_batches = data.token_batches(data.pair_lengths(valid), hp.max_tokens)
-        steps_per_epoch = len(batches) // world
-        total = hp.epochs * steps_per_epoch
+        batches = data.token_batches(data.pair_lengths(train), plan.micro)
+        valid_batches = data.token_batches(data.pair_lengths(valid), plan.micro)
+        steps_per_epoch = len(batches) // (world * plan.accum)
+        # max_steps: the paper counts steps (100k for the base model), not epochs.
+        total = min(hp.epochs * steps_per_epoch, hp.get("max_steps") or hp.epochs * steps_per_epoch)
         log.info("%d/%d/%d pairs, vocab %d, %d batches of <= %d tokens per epoch, %d steps",
                  len(train), len(valid), len(test), tok.get_vocab_size(), len(batches),
-                 hp.max_tokens, total)
+                 plan.micro, total)
 
         raw = Seq2Seq(tok.get_vocab_size(), **hp.model).to(device)
         groups = training.param_groups(raw, hp.weight_decay)
@@ -65,28 +70,39 @@ def main(cfg: DictConfig) -> dict | None:
         metrics = {}
         while run.step < total:
             epoch, start = divmod(run.step, steps_per_epoch)
-            for idx in data.train_batches(batches, cfg.seed, epoch, start, rank, world):
+            for mine, everyone in data.train_batches(batches, cfg.seed, epoch, start, rank,
+                                                     world, plan.accum):
                 run.begin_step()
-                src, tgt_in, tgt_out = data.collate(train, idx, device)
-                with amp:
-                    logits = model(src, tgt_in)
-                loss = F.cross_entropy(logits.float().flatten(0, 1), tgt_out.flatten(),
-                                       ignore_index=data.PAD, label_smoothing=hp.label_smoothing)
-                run.check_finite(loss)
+                # The mean over the global batch's target tokens, counted from the data.
+                global_tokens = data.target_tokens(train, everyone)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                loss_sum, tokens_here = 0.0, 0
+                for i, idx in enumerate(mine):
+                    src, tgt_in, tgt_out = data.collate(train, idx, device)
+                    with run.micro_step(model, i):
+                        with amp:
+                            logits = model(src, tgt_in)
+                        loss = F.cross_entropy(logits.float().flatten(0, 1), tgt_out.flatten(),
+                                               ignore_index=data.PAD, reduction="sum",
+                                               label_smoothing=hp.label_smoothing)
+                        run.check_finite(loss)
+                        run.backward(loss, global_tokens)
+                    loss_sum += loss.item()
+                    tokens_here += int((tgt_out != data.PAD).sum())
+                loss = loss_sum / tokens_here  # this rank's per-token mean
                 run.optimizer_step(model, optimizer, hp.clip_grad)
                 scheduler.step()
-                # approximate when ranks' batches differ in size
-                run.end_step(loss.item(), items=int((tgt_out != data.PAD).sum()) * world)
+                run.end_step(loss, items=global_tokens)
                 if run.eval_due(hp.eval_every):
                     metrics = run.log_eval(valid_loss(model, valid, valid_batches, device, amp,
                                                       rank, world))
                     log.info("step %d/%d epoch %d loss %.4f valid_loss %.4f valid_ppl %.2f",
-                             run.step, total, epoch, loss.item(), metrics["valid_loss"],
+                             run.step, total, epoch, loss, metrics["valid_loss"],
                              metrics["valid_ppl"])
                 if run.stopping():
                     return None
+                if run.step >= total:  # max_steps mid-epoch
+                    break
         if not metrics:  # resumed at the last step: evaluate again for the record
             metrics = valid_loss(model, valid, valid_batches, device, amp, rank, world)
         run.checkpoint()
