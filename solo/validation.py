@@ -21,7 +21,7 @@ __all__ = ["FORMAT_KEYS", "check_group", "check_format", "format_of", "pair"]
 
 #: Knobs fixed once a group holds states: the codes and scales already stored would be read with
 #: another format (or the SR stream would change). lr, betas, eps, weight_decay, quantile and
-#: fused may change between steps.
+#: fused and check_finite may change between steps.
 FORMAT_KEYS = ("bits", "quantizers", "block_size", "min_quantizable_size", "seed")
 
 _STATE_NAMES = ("first state (m)", "second state (v)")
@@ -113,6 +113,9 @@ def check_group(group: dict, belief: bool, where: str = "") -> None:
     fused = group["fused"]
     if not (fused is None or fused is True or fused is False):
         raise ValueError(f"{at}Invalid fused: {fused!r}; allowed: None (auto), True, False")
+    if not isinstance(group["check_finite"], bool):
+        raise ValueError(f"{at}Invalid check_finite: {group['check_finite']!r}; "
+                         f"allowed: True, False")
     if belief and not isinstance(group["eps_in_s"], bool):
         raise ValueError(f"{at}Invalid eps_in_s: {group['eps_in_s']!r}; allowed: True, False")
 

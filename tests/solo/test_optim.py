@@ -251,6 +251,39 @@ def test_nonfinite_grad_raises_before_any_change(bad):
             assert torch.equal(v, after[k][key])
 
 
+@pytest.mark.parametrize("name", ["adamw32", "solo_4_2bit"])
+def test_check_finite_false_skips_the_pre_check_per_group(name):
+    # torch.optim's behaviour on request: the NaN reaches the state, nothing raises; a second
+    # group that keeps the check still raises for its own parameters.
+    a, b = torch.nn.Parameter(torch.randn(300)), torch.nn.Parameter(torch.randn(300))
+    opt = PRESETS[name]([{"params": [a], "check_finite": False}, {"params": [b]}], seed=0)
+    a.grad = torch.full_like(a, float("nan"))
+    opt.step()
+    assert torch.isnan(a).all()
+    b.grad = torch.full_like(b, float("inf"))
+    with pytest.raises(FloatingPointError, match=r"param_groups\[1\]"):
+        opt.step()
+    opt.param_groups[1]["check_finite"] = "no"
+    with pytest.raises(ValueError, match="Invalid check_finite: 'no'"):
+        opt.step()
+
+
+def test_check_finite_defaults_to_true_for_state_dicts_without_it():
+    p = torch.nn.Parameter(torch.randn(300))
+    opt = PRESETS["solo_4_2bit"]([p], seed=0)
+    p.grad = torch.randn(300)
+    opt.step()
+    sd = opt.state_dict()
+    for g in sd["param_groups"]:
+        del g["check_finite"]
+    fresh = PRESETS["solo_4_2bit"]([p], seed=1)
+    fresh.load_state_dict(sd)
+    assert fresh.param_groups[0]["check_finite"] is True
+    p.grad = torch.full_like(p, float("nan"))
+    with pytest.raises(FloatingPointError):
+        fresh.step()
+
+
 # --- edge tensors -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["solo_4_2bit", "solo_3bit", "adamw4bit_rank1", "adamw2bit"])
