@@ -125,8 +125,9 @@ def main(cfg: DictConfig) -> dict | None:
             run.log_eval(metrics)
             log.info("lm-eval (%.0f s): %s", eval_s, ", ".join(
                 f"{k} {v:.2f}" for k, v in metrics.items() if isinstance(v, float)))
-        if world > 1:
-            torch.distributed.barrier()
+        # lm-eval runs on rank 0 only (MMLU 5-shot on 7B takes hours): the others wait on the
+        # long-timeout barrier, never on a collective of the default group.
+        distributed.wait_for_rank0(world)
         return run.finish({**metrics, "heldout_loss": held}, peak=peak, replicas=not fsdp,
                           memory={"params": sum(p.numel() for p in raw.parameters())},
                           time_={"eval_s": eval_s})

@@ -80,3 +80,15 @@ def test_hydra_submitit_local_launcher_runs_a_multirun(tmp_path):
     records = sorted(p.relative_to(tmp_path / "records").as_posix()
                      for p in (tmp_path / "records").rglob("*.json"))
     assert records == ["smoke/swin/adamw32/seed0.json", "smoke/swin/solo_4_2bit/seed0.json"]
+
+
+@pytest.mark.timeout(300)
+def test_two_ranks_transformer_validation_with_an_odd_number_of_batches(tmp_path):
+    # One validation batch for two ranks: rank 1 evaluates none. Through the DDP wrapper this
+    # hung (rank 0's forward broadcasts buffers, rank 1 was already in all_reduce).
+    out, _, records = torchrun(tmp_path, "task=transformer", "optim=adamw32", "logger=none",
+                               "scale.n_valid=1", "scale.eval_every=1")
+    assert out.returncode == 0, out.stderr[-3000:]
+    rec = json.loads(records[0].read_text())
+    assert rec["provenance"]["world_size"] == 2
+    assert rec["metrics"]["valid_loss"] > 0
