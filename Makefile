@@ -13,7 +13,7 @@ TASK ?= swin
 OPTIM ?= solo_4_2bit
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-fast test-cluster test-all submit sweep-status tables figures bench bench-cpu bench-gpu bench-e2e solow lint clean
+.PHONY: help setup run test test-fast test-cluster test-all lm-eval-data submit sweep-status tables figures bench bench-cpu bench-gpu bench-e2e solow lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ test-cluster: setup ## multi-process tests, and (as root) a real local Slurm clu
 
 test-all: setup ## every test, slow/slurm/distributed included (gpu ones skip without a GPU)
 	$(PY) -m pytest -q -m "not gpu"
+
+lm-eval-data: setup ## prepare MMLU, ARC-e/c, OBQA, SIQA for offline lm-eval in data/lm_eval (hub; ARGS= local files: scripts/prepare_lm_eval.py --help)
+	$(PY) scripts/prepare_lm_eval.py $(if $(ARGS),$(ARGS),--from-hub)
 
 submit: setup ## submit a sweep to Slurm: make submit SWEEP=table1 [SCALE=small] [ARGS=--dry-run]
 	$(PY) scripts/submit.py $(SWEEP) $(if $(SCALE),--scale $(SCALE)) $(ARGS)

@@ -7,14 +7,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from experiments.llama import data
+from experiments.llama import benchmarks, data
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 
-# lm-eval task name -> record key, at paper scale (percent, metric from the task YAML).
-PAPER_TASKS = {"mmlu": "mmlu", "arc_easy": "arc_e", "arc_challenge": "arc_c",
-               "openbookqa": "obqa", "social_iqa": "siqa"}
 
 
 @torch.no_grad()
@@ -91,13 +88,15 @@ def evaluate_generated(model_dir: Path, heldout, hp, device, run_dir: Path) -> d
     return metrics
 
 
-def evaluate_paper(model_dir: Path, hp, device) -> dict:
-    """lm-eval's built-in tasks (datasets from the local HF cache: HF_HUB_OFFLINE=1);
-    mmlu 5-shot, the others 0-shot; percent."""
+def evaluate_paper(model_dir: Path, hp, device, lm_eval_dir: Path) -> dict:
+    """The paper's benchmarks (hp.eval.benchmarks, record keys of benchmarks.BENCHMARKS) as
+    prepared offline under lm_eval_dir by scripts/prepare_lm_eval.py: mmlu 5-shot, the others
+    0-shot; percent, with the metric hp.eval.metric names."""
     metrics = {}
-    for task, key in PAPER_TASKS.items():
-        out = lm_eval_run(model_dir, [task], None, hp, device,
-                          num_fewshot=5 if task == "mmlu" else 0)
+    for key in hp.eval.benchmarks:
+        name = benchmarks.BENCHMARKS[key][0]
+        out = lm_eval_run(model_dir, [name], Path(lm_eval_dir) / key, hp, device,
+                          num_fewshot=5 if key == "mmlu" else 0)
         metric = hp.eval.metric.get(key, "acc")
-        metrics[key] = 100 * out["results"][task][f"{metric},none"]
+        metrics[key] = 100 * out["results"][name][f"{metric},none"]
     return metrics

@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig
 
 from experiments import distributed, optimizers, training
-from experiments.llama import data
+from experiments.llama import benchmarks, data
 from experiments.llama import model as llama_model
 from experiments.llama.evaluate import evaluate_generated, evaluate_paper, heldout_loss
 from experiments.scaffold import Run, now
@@ -36,6 +36,11 @@ def main(cfg: DictConfig) -> dict | None:
         if device.type == "cpu" and hp.get("cpu_threads"):
             torch.set_num_threads(hp.cpu_threads)
         run_dir = Path(cfg.run_dir)
+        lm_eval_dir = Path(cfg.task.get("lm_eval_dir") or benchmarks.DEFAULT_DIR)
+        if hp.data != "generated" and hp.eval.enabled:
+            # Before hours of training, on every rank (no collective): each benchmark that
+            # lm-eval scores at the end loads now, else exit naming it and how to prepare it.
+            benchmarks.check(lm_eval_dir, hp.eval.benchmarks)
         model, tokenizer, train, heldout = llama_model.build(cfg, hp, run_dir)
         encoded = [data.encode(ex, tokenizer, hp.max_len) for ex in train]
         held_enc = [data.encode(ex, tokenizer, hp.max_len) for ex in heldout or []]
@@ -120,7 +125,7 @@ def main(cfg: DictConfig) -> dict | None:
             elif hp.data == "generated":
                 metrics = evaluate_generated(model_dir, heldout, hp, device, run_dir)
             else:
-                metrics = evaluate_paper(model_dir, hp, device)
+                metrics = evaluate_paper(model_dir, hp, device, lm_eval_dir)
             eval_s = now() - t_eval
             run.log_eval(metrics)
             log.info("lm-eval (%.0f s): %s", eval_s, ", ".join(
