@@ -46,12 +46,12 @@ test: test-fast test-cluster ## what CI runs: the fast suite, then the scale-out
 test-fast: setup ## the default test suite (fast, CPU)
 	$(PY) -m pytest -q
 
-test-cluster: setup ## multi-process tests, and (as root) a real local Slurm cluster
+test-cluster: setup ## multi-process tests, every paper path on miniature data, and (as root) a real local Slurm cluster
 	@if [ "$$(id -u)" = 0 ]; then \
-	  $(PY) -m pytest -q -m "slurm or distributed"; \
+	  $(PY) -m pytest -q -m "slurm or distributed or paper"; \
 	else \
-	  echo "NOTE: not root: running only the distributed tests (the slurm tests start slurmd, which needs root)"; \
-	  $(PY) -m pytest -q -m distributed; \
+	  echo "NOTE: not root: running the distributed and paper tests only (the slurm tests start slurmd, which needs root)"; \
+	  $(PY) -m pytest -q -m "distributed or paper"; \
 	fi
 
 test-all: setup ## every test, slow/slurm/distributed included (gpu ones skip without a GPU)
