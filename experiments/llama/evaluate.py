@@ -34,19 +34,24 @@ def heldout_loss(model, encoded, pad_id, device, amp, batch_size=64) -> float:
 
 
 def lm_eval_run(model_dir: Path, tasks: list[str], include_path, hp, device, num_fewshot=None):
-    """The real lm-eval harness on the saved model (model="hf", pretrained=<dir>); returns
-    its output dict (results and per-sample logs)."""
+    """The real lm-eval harness on the saved model (lm-eval's HFLM); returns its output dict
+    (results and per-sample logs)."""
     import lm_eval
+    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    dtype = "bfloat16" if hp.get("amp") and device.type == "cuda" else "float32"
+    dtype = torch.bfloat16 if hp.get("amp") and device.type == "cuda" else torch.float32
+    # A loaded model, not a path: given a path under torchrun, HFLM starts accelerate on the
+    # job's process group and gathers from every rank, while only rank 0 evaluates (the
+    # others would hang until the collective timeout).
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
+    lm = HFLM(pretrained=model, tokenizer=AutoTokenizer.from_pretrained(model_dir),
+              batch_size=hp.eval.batch_size)
     return lm_eval.simple_evaluate(
-        model="hf",
-        model_args={"pretrained": str(model_dir), "dtype": dtype},
+        model=lm,
         tasks=tasks,
         num_fewshot=num_fewshot,
-        batch_size=hp.eval.batch_size,
-        device=str(device),
         # Indexing lm-eval's ~10k built-in task YAMLs takes ~20 s: local tasks skip it.
         task_manager=TaskManager(include_path=str(include_path) if include_path else None,
                                  include_defaults=include_path is None),
