@@ -73,13 +73,6 @@ def encode(example: dict, tokenizer, max_len: int) -> tuple[list[int], list[int]
     return ids, labels
 
 
-def with_labels(encoded: list[tuple[list[int], list[int]]]) -> list[tuple[list[int], list[int]]]:
-    """The examples with at least one response token left after truncation to max_len. One
-    whose prompt fills max_len has no label: a micro-batch of such examples has a loss of 0/0
-    (NaN), which would stop the run."""
-    return [(ids, labels) for ids, labels in encoded if any(x != IGNORE_INDEX for x in labels)]
-
-
 def collate(batch: list[tuple[list[int], list[int]]], pad_id: int):
     """Right-pad a list of (ids, labels) to tensors (input_ids, attention_mask, labels)."""
     import torch

@@ -43,11 +43,7 @@ def main(cfg: DictConfig) -> dict | None:
             # lm-eval scores at the end loads now, else exit naming it and how to prepare it.
             benchmarks.check(lm_eval_dir, hp.eval.benchmarks)
         model, tokenizer, train, heldout = llama_model.build(cfg, hp, run_dir)
-        encoded = data.with_labels([data.encode(ex, tokenizer, hp.max_len) for ex in train])
-        if len(encoded) < len(train):
-            log.warning("%d of %d training examples dropped: their prompt fills max_len=%d, "
-                        "leaving no response token to learn", len(train) - len(encoded),
-                        len(train), hp.max_len)
+        encoded = [data.encode(ex, tokenizer, hp.max_len) for ex in train]
         held_enc = [data.encode(ex, tokenizer, hp.max_len) for ex in heldout or []]
         steps_per_epoch = len(encoded) // hp.batch_size
         total = hp.epochs * steps_per_epoch

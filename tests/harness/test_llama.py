@@ -68,14 +68,6 @@ def test_alpaca_prompt_template_is_verbatim():
         "### Response:")
 
 
-def test_examples_truncated_to_no_response_token_are_dropped(tokenizer):
-    short = {"instruction": "Capital of Peru?", "input": "", "output": "Lima"}
-    long = {"instruction": "Capital of Peru? " * 40, "input": "", "output": "Lima"}
-    encoded = [data.encode(ex, tokenizer, max_len=96) for ex in (short, long)]
-    assert all(x == data.IGNORE_INDEX for x in encoded[1][1])  # a NaN loss on its own
-    assert data.with_labels(encoded) == encoded[:1]
-
-
 def test_loss_is_on_response_tokens_only(tokenizer):
     ex = {"instruction": "Which city is the capital of Peru?", "input": "", "output": "Lima"}
     ids, labels = data.encode(ex, tokenizer, max_len=512)
