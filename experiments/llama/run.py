@@ -41,6 +41,7 @@ def main(cfg: DictConfig) -> dict | None:
         if hp.data != "generated" and hp.eval.enabled:
             # Before hours of training, on every rank (no collective): each benchmark that
             # lm-eval scores at the end loads now, else exit naming it and how to prepare it.
+            llama_model.check_paths(cfg)  # the cheaper mistake is named first
             benchmarks.check(lm_eval_dir, hp.eval.benchmarks)
         model, tokenizer, train, heldout = llama_model.build(cfg, hp, run_dir)
         encoded = [data.encode(ex, tokenizer, hp.max_len) for ex in train]
