@@ -38,6 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 from experiments.llama import benchmarks  # noqa: E402
 
 SUFFIXES = (".jsonl", ".json", ".parquet")
+FLAGS = {"mmlu": "--mmlu", "arc_e": "--arc-easy", "arc_c": "--arc-challenge", "obqa": "--obqa",
+         "siqa": "--siqa"}
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -152,7 +154,12 @@ def from_hub(key: str) -> dict:
     import datasets
 
     path, name = benchmarks.BENCHMARKS[key][1]
-    ds = datasets.load_dataset(path, name)
+    try:
+        ds = datasets.load_dataset(path, name)
+    except ConnectionError as e:  # no network, or HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set
+        raise SystemExit(f"{key}: cannot download {path} from the hub ({e}); unset "
+                         "HF_HUB_OFFLINE and HF_DATASETS_OFFLINE where there is network, or "
+                         f"prepare it from local files ({FLAGS[key]} PATH, see --help)") from e
     return {s: [dict(r) for r in ds[s]] for s in benchmarks.BENCHMARKS[key][2]}
 
 
@@ -165,17 +172,18 @@ def main(argv=None) -> int:
                     help="download from the Hugging Face hub (needs network)")
     ap.add_argument("--only", nargs="+", choices=list(benchmarks.BENCHMARKS),
                     help="with --from-hub: these benchmarks only")
-    for key, flag in (("mmlu", "--mmlu"), ("arc_e", "--arc-easy"), ("arc_c", "--arc-challenge"),
-                      ("obqa", "--obqa"), ("siqa", "--siqa")):
+    for key, flag in FLAGS.items():
         ap.add_argument(flag, dest=key, type=Path, help=f"local files of {key} (see above)")
     args = ap.parse_args(argv)
     local = {k: getattr(args, k) for k in benchmarks.BENCHMARKS if getattr(args, k)}
+    if args.only and not args.from_hub:
+        ap.error("--only selects what --from-hub downloads; give --from-hub too")
     if not args.from_hub and not local:
         ap.error("give --from-hub or local files (--mmlu, --arc-easy, ...)")
     todo = {}
     for key, path in local.items():
         if not path.exists():
-            ap.error(f"--{key.replace('_', '-')} {path}: no such file or folder")
+            ap.error(f"{FLAGS[key]} {path}: no such file or folder")
         if key == "mmlu":
             todo[key] = local_mmlu(path)
         elif key == "siqa":

@@ -73,3 +73,16 @@ def test_llama_runner_exits_before_training_naming_the_missing_benchmark(
     assert "benchmark siqa (solo_social_iqa) is not prepared" in text
     assert "prepare_lm_eval.py" in text
     assert not (tmp_path / "run" / "ckpt.pt").exists() and not (tmp_path / "records").exists()
+
+
+@pytest.mark.paper
+@pytest.mark.timeout(120)
+def test_prepare_from_the_hub_without_network_says_what_to_do(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "prepare_lm_eval.py"),
+                          "--from-hub", "--only", "siqa", "--out", str(tmp_path)],
+                         env=env, capture_output=True, text=True, timeout=100)
+    assert out.returncode == 1
+    assert "siqa: cannot download lighteval/siqa" in out.stderr
+    assert "--siqa PATH" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "siqa" / "prepared.json").exists()
