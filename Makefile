@@ -13,7 +13,7 @@ TASK ?= swin
 OPTIM ?= solo_4_2bit
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-fast test-cluster test-all submit sweep-status tables figures bench bench-cpu bench-gpu bench-e2e solow lint clean
+.PHONY: help setup run test test-fast test-cluster test-all lm-eval-data submit sweep-status tables figures bench bench-cpu bench-gpu bench-e2e solow lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,16 +46,19 @@ test: test-fast test-cluster ## what CI runs: the fast suite, then the scale-out
 test-fast: setup ## the default test suite (fast, CPU)
 	$(PY) -m pytest -q
 
-test-cluster: setup ## multi-process tests, the Triton step (interpreter without a GPU), and (as root) a real local Slurm cluster
+test-cluster: setup ## multi-process tests, every paper path on miniature data, the Triton step (interpreter without a GPU), and (as root) a real local Slurm cluster
 	@if [ "$$(id -u)" = 0 ]; then \
-	  $(PY) -m pytest -q -m "slurm or distributed or triton"; \
+	  $(PY) -m pytest -q -m "slurm or distributed or paper or triton"; \
 	else \
-	  echo "NOTE: not root: running only the distributed and triton tests (the slurm tests start slurmd, which needs root)"; \
-	  $(PY) -m pytest -q -m "distributed or triton"; \
+	  echo "NOTE: not root: running the distributed, paper and triton tests only (the slurm tests start slurmd, which needs root)"; \
+	  $(PY) -m pytest -q -m "distributed or paper or triton"; \
 	fi
 
 test-all: setup ## every test, slow/slurm/distributed included (gpu ones skip without a GPU)
 	$(PY) -m pytest -q -m "not gpu"
+
+lm-eval-data: setup ## prepare MMLU, ARC-e/c, OBQA, SIQA for offline lm-eval in data/lm_eval (hub; ARGS= local files: scripts/prepare_lm_eval.py --help)
+	$(PY) scripts/prepare_lm_eval.py $(if $(ARGS),$(ARGS),--from-hub)
 
 submit: setup ## submit a sweep to Slurm: make submit SWEEP=table1 [SCALE=small] [ARGS=--dry-run]
 	$(PY) scripts/submit.py $(SWEEP) $(if $(SCALE),--scale $(SCALE)) $(ARGS)

@@ -6,6 +6,7 @@ reseed with ``seed + rank`` so that augmentation, dropout, drop-path and Mixup d
 per rank. A single process keeps its stream (its seed + rank is its seed).
 """
 
+import datetime
 import os
 import random
 import resource
@@ -13,13 +14,22 @@ import resource
 import numpy as np
 import torch
 
+# How long ranks > 0 wait for rank 0's solo work (the BPE, lm-eval of a 7B model: MMLU 5-shot
+# alone takes hours), far past the default process-group timeout (NCCL's is 10 minutes).
+RANK0_WAIT = datetime.timedelta(hours=48)
+_rank0_group = None  # a gloo group with the RANK0_WAIT timeout, made by init()
+
 
 def init() -> tuple[int, int, int]:
     """(rank, world_size, local_rank); starts torch.distributed when launched by torchrun."""
+    global _rank0_group
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         torch.distributed.init_process_group(backend)
+    if world > 1 and _rank0_group is None:
+        # Made here, by every rank at the same point: new_group is itself a collective.
+        _rank0_group = torch.distributed.new_group(backend="gloo", timeout=RANK0_WAIT)
     rank = int(os.environ.get("RANK", "0"))
     return rank, world, int(os.environ.get("LOCAL_RANK", "0"))
 
@@ -49,6 +59,18 @@ def seed_data_side(seed: int, rank: int, world: int) -> None:
     """Call once the model is built: see the module docstring."""
     if world > 1:
         set_seed(data_seed(seed, rank))
+
+
+def wait_for_rank0(world: int) -> None:
+    """A barrier for work only rank 0 does (training the BPE, lm-eval): the other ranks wait
+    on a gloo group whose timeout is RANK0_WAIT, not on the default group, whose timeout
+    (10 minutes with NCCL) such work can outlast. Every rank calls it once per such work:
+    ranks > 0 before using its result (or after skipping it), rank 0 after finishing it."""
+    if world <= 1:
+        return
+    if _rank0_group is None:
+        raise RuntimeError("wait_for_rank0() before distributed.init(): call init() first")
+    torch.distributed.barrier(group=_rank0_group)
 
 
 def synchronize(device: torch.device) -> None:

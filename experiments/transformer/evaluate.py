@@ -13,7 +13,10 @@ from experiments.transformer import model as model_lib
 @torch.no_grad()
 def valid_loss(model, encoded, batches, device, amp, rank, world) -> dict:
     """Per-token negative log-likelihood (no label smoothing) on the validation split, and its
-    perplexity; each rank takes its share of the batches."""
+    perplexity; each rank takes its share of the batches. ``model`` is the unwrapped module:
+    a DDP forward broadcasts buffers, a collective per batch, so a rank with one batch fewer
+    would hang the others. The one all_reduce below is called once by every rank, whatever
+    its number of batches (they differ by at most one)."""
     model.eval()
     sums = torch.zeros(2, dtype=torch.float64, device=device)
     for idx in batches[rank::world]:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from experiments import optimizers, training
+from experiments import distributed, optimizers, training
 from experiments.scaffold import Run, now
 from experiments.transformer import data
 from experiments.transformer.evaluate import bleu, valid_loss
@@ -37,11 +37,13 @@ def main(cfg: DictConfig) -> dict | None:
                               key="scale.max_tokens")
         splits = data.load_splits(cfg, hp)
         cache = cfg.task.get("bpe_cache_dir") or cfg.run_dir
-        if world > 1 and rank != 0:  # rank 0 trains (and caches) the BPE, the others load it
-            torch.distributed.barrier()
+        # Rank 0 trains (and caches) the BPE, the others then load it; on WMT14 that takes
+        # longer than the default collective timeout, hence the long-timeout barrier.
+        if rank != 0:
+            distributed.wait_for_rank0(world)
         tok = data.train_bpe(splits["train"], hp.vocab_size, cache)
-        if world > 1 and rank == 0:
-            torch.distributed.barrier()
+        if rank == 0:
+            distributed.wait_for_rank0(world)
         train = data.encode(tok, splits["train"], hp.max_len)
         valid = data.encode(tok, splits["valid"], hp.max_len)
         test_pairs = splits["test"][: hp.bleu_sentences or None]
@@ -94,7 +96,7 @@ def main(cfg: DictConfig) -> dict | None:
                 scheduler.step()
                 run.end_step(loss, items=global_tokens)
                 if run.eval_due(hp.eval_every):
-                    metrics = run.log_eval(valid_loss(model, valid, valid_batches, device, amp,
+                    metrics = run.log_eval(valid_loss(raw, valid, valid_batches, device, amp,
                                                       rank, world))
                     log.info("step %d/%d epoch %d loss %.4f valid_loss %.4f valid_ppl %.2f",
                              run.step, total, epoch, loss, metrics["valid_loss"],
@@ -104,7 +106,7 @@ def main(cfg: DictConfig) -> dict | None:
                 if run.step >= total:  # max_steps mid-epoch
                     break
         if not metrics:  # resumed at the last step: evaluate again for the record
-            metrics = valid_loss(model, valid, valid_batches, device, amp, rank, world)
+            metrics = valid_loss(raw, valid, valid_batches, device, amp, rank, world)
         run.checkpoint()
         # BLEU once, at the end: beam search costs more than the validation loss.
         t0 = now()

@@ -80,3 +80,58 @@ def test_hydra_submitit_local_launcher_runs_a_multirun(tmp_path):
     records = sorted(p.relative_to(tmp_path / "records").as_posix()
                      for p in (tmp_path / "records").rglob("*.json"))
     assert records == ["smoke/swin/adamw32/seed0.json", "smoke/swin/solo_4_2bit/seed0.json"]
+
+
+@pytest.mark.timeout(300)
+def test_two_ranks_transformer_validation_with_an_odd_number_of_batches(tmp_path):
+    # One validation batch for two ranks: rank 1 evaluates none. Through the DDP wrapper this
+    # hung (rank 0's forward broadcasts buffers, rank 1 was already in all_reduce).
+    out, _, records = torchrun(tmp_path, "task=transformer", "optim=adamw32", "logger=none",
+                               "scale.n_valid=1", "scale.eval_every=1")
+    assert out.returncode == 0, out.stderr[-3000:]
+    rec = json.loads(records[0].read_text())
+    assert rec["provenance"]["world_size"] == 2
+    assert rec["metrics"]["valid_loss"] > 0
+
+
+def _late_rank0(rank, port, how, results):
+    import datetime
+    import time
+
+    import torch.distributed as dist
+
+    from experiments import distributed
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2",
+                      RANK=str(rank))
+    # A default group that gives up after 2 s, as NCCL's gives up after 10 minutes.
+    dist.init_process_group("gloo", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=2))
+    distributed.init()
+    if rank == 0:
+        time.sleep(5)  # rank 0's solo work, longer than the default group's timeout
+    try:
+        dist.barrier() if how == "default" else distributed.wait_for_rank0(2)
+        results[rank] = "ok"
+    except RuntimeError as e:
+        results[rank] = f"failed: {str(e)[:80]}"
+    dist.destroy_process_group()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("how", ["default", "wait_for_rank0"])
+def test_ranks_outwait_rank0_solo_work_longer_than_the_collective_timeout(how):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    results = mp.Manager().dict()
+    mp.spawn(_late_rank0, args=(port, how, results), nprocs=2)
+    # rank 1 gives up on a barrier of the default group; the long-timeout group outlasts rank 0
+    if how == "default":
+        assert results[1].startswith("failed"), dict(results)
+    else:
+        assert dict(results) == {0: "ok", 1: "ok"}
