@@ -40,12 +40,13 @@ def register_optimizers() -> None:
         store.store(group="optim", name=name, node={"_target_": target(name), "_partial_": True})
 
 
-def state_bytes(optimizer: torch.optim.Optimizer) -> dict:
+def state_bytes(optimizer: torch.optim.Optimizer, all_ranks: bool = False) -> dict:
     """Optimizer-state bytes {total, quantized, full_precision}; solo counts the tensors of any
-    torch optimizer (peers too), so tables compare like with like."""
+    torch optimizer (peers too), so tables compare like with like. ``all_ranks``: the sum over
+    ranks (a collective; for sharded states), else this process's bytes."""
     from solo import state_bytes as count
 
-    return {k: int(v) for k, v in count(optimizer).items()}
+    return {k: int(v) for k, v in count(optimizer, all_ranks=all_ranks).items()}
 
 
 def build_optimizer(cfg, params, *, lr, betas, eps, weight_decay):

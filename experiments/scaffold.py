@@ -307,10 +307,16 @@ class Run:
         peak_bytes, peak_kind = peak or distributed.peak_memory(self.device)
         m = self.meters
         step_ms = m["step_ms_sum"] / m["steps_timed"] if m["steps_timed"] else m["first_step_ms"]
+        # sharded states (FSDP2): the whole model's bytes, comparable with one process's and
+        # the paper's, beside this rank's; replicas (DDP) each hold all of them
+        sharded = not replicas and self.world > 1
+        states = state_bytes(self.optimizer, all_ranks=sharded)
+        if sharded:
+            memory = {"state_bytes_this_rank": state_bytes(self.optimizer), **(memory or {})}
         record = records.make_record(
             self.cfg,
             metrics={**metrics, "train_loss": m["loss"]},
-            memory={"state_bytes": state_bytes(self.optimizer), "peak_bytes": peak_bytes,
+            memory={"state_bytes": states, "peak_bytes": peak_bytes,
                     "peak_kind": peak_kind, **(memory or {})},
             time_={"wall_s": self.elapsed + now() - self.wall0, "step_ms_mean": step_ms,
                    "throughput": m["items"] / m["train_s"] if m["train_s"] else None,

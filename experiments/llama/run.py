@@ -147,4 +147,4 @@ def main(cfg: DictConfig) -> dict | None:
         distributed.wait_for_rank0(world)
         return run.finish({**metrics, "heldout_loss": held}, peak=peak, replicas=not fsdp,
                           memory={"params": sum(p.numel() for p in raw.parameters())},
-                          time_={"eval_s": eval_s})
+                          time_=None if eval_s is None else {"eval_s": eval_s})

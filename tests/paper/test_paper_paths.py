@@ -103,3 +103,6 @@ def test_llama_checkpoint_alpaca_and_lm_eval(tmp_path, synthetic_llama, syntheti
     for key in ("mmlu", "arc_e", "arc_c", "obqa", "siqa"):
         assert 0 <= rec["metrics"][key] <= 100, key
     assert (tmp_path / "run" / "model" / "config.json").exists()
+    if ranks > 1:  # FSDP2: the record holds the whole model's state bytes, summed over ranks
+        rank0 = rec["memory"]["state_bytes_this_rank"]["total"]
+        assert rank0 < rec["memory"]["state_bytes"]["total"] <= ranks * rank0 + 4096
