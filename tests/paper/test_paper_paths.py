@@ -75,9 +75,10 @@ def test_transformer_base_on_parallel_text(tmp_path, synthetic_wmt, ranks):
 
 @pytest.mark.parametrize("ranks", [1, 2])
 def test_dcn_on_the_criteo_tsv(tmp_path, synthetic_criteo, ranks):
-    # 140 rows: 120 train (first six sevenths) in batches of 60, val and test 10 each.
+    # 140 rows: 120 train (first six sevenths) in batches of 60 for one epoch (the recipe's
+    # two would be 4 steps), val and test 10 each.
     out, recs = launch(tmp_path, ranks, "task=dcn", "optim=solo_4_2bit",
-                       f"task.data_dir={synthetic_criteo}", "scale.batch_size=60",
+                       f"task.data_dir={synthetic_criteo}", "scale.batch_size=60", "scale.epochs=1",
                        "scale.eval_batch_size=4")
     rec = the_record(out, recs, ranks, steps=2)
     m = rec["metrics"]
