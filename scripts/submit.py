@@ -167,6 +167,19 @@ def queued(sdir: Path) -> dict[str, str]:
     return states
 
 
+def _valid(path: Path) -> bool:
+    """Whether the record at ``path`` passes the schema: a torn or foreign file is no result,
+    so its cell runs again (and the run rewrites it)."""
+    from experiments.records import RecordError, load_record
+
+    try:
+        load_record(path)
+    except RecordError as e:
+        print(f"NOTE: not counted as done: {e}", file=sys.stderr)
+        return False
+    return True
+
+
 def status(sweep: dict, scale: str) -> list[dict]:
     sdir = sweep_dir(sweep, scale)
     active = queued(sdir)
@@ -174,7 +187,7 @@ def status(sweep: dict, scale: str) -> list[dict]:
     for c in cells(sweep, scale):
         exit_file = c["run_dir"] / "exit_code"
         logs = sorted(c["run_dir"].glob("slurm-*.log"), key=lambda p: p.stat().st_mtime)
-        if c["record"].exists():
+        if c["record"].exists() and _valid(c["record"]):
             state = "done"
         elif str(c["run_dir"]) in active:
             state = active[str(c["run_dir"])].lower()

@@ -227,29 +227,25 @@ class _QuantizedAdam(torch.optim.Optimizer):
         codec_m, codec_v = self.codecs(group, p)
         if self._torch_fused(group, p, codec_m, codec_v):
             return "torch"
-        if group["fused"] is not False and triton_step.handles(p):
-            if triton_step.supports(codec_m, codec_v, p):
-                if triton_step.kernel() is not None:
-                    return "triton"
-                if group["fused"]:
-                    raise RuntimeError(f"fused=True but the Triton step is unavailable: "
-                                       f"{triton_step.unavailable()}")
-            elif group["fused"]:
-                raise RuntimeError("fused=True but this parameter's state format has no fused "
-                                   "kernel (see solo.triton_step.supports and AdamW's fused); "
-                                   "use fused=None")
+        if group["fused"] is False:
             return "reference"
-        if group["fused"] is not False:
-            if fused.supports(codec_m, codec_v, local(p)):
-                if fused.extension() is not None:
-                    return "kernel"
-                if group["fused"]:
-                    raise RuntimeError(f"fused=True but the fused CPU step is unavailable: "
-                                       f"{fused.unavailable()}")
-            elif group["fused"]:
-                raise RuntimeError("fused=True but this parameter's state format has no fused "
-                                   "kernel (see solo.fused.supports and AdamW's fused); use "
-                                   "fused=None")
+        # one choice, two kernels: the Triton step on CUDA, the C++ step elsewhere (on the local
+        # shard of a DTensor); the kernel is loaded only for a format it supports
+        if triton_step.handles(p):
+            path, mod, q, what = "triton", triton_step, p, "the Triton step"
+            load = triton_step.kernel
+        else:
+            path, mod, q, what = "kernel", fused, local(p), "the fused CPU step"
+            load = fused.extension
+        if mod.supports(codec_m, codec_v, q):
+            if load() is not None:
+                return path
+            if group["fused"]:
+                raise RuntimeError(f"fused=True but {what} is unavailable: {mod.unavailable()}")
+        elif group["fused"]:
+            raise RuntimeError(f"fused=True but this parameter's state format has no fused "
+                               f"kernel (see {mod.__name__}.supports and AdamW's fused); use "
+                               f"fused=None")
         return "reference"
 
     # --- full-precision states: torch's fused / foreach AdamW ---------------------------------

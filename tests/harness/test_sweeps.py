@@ -1,6 +1,7 @@
 """Sweep files expand into run.py cells (no Slurm needed); adding a YAML adds its test."""
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,9 @@ def test_dry_run_prints_manifest_and_array_script(tmp_path, monkeypatch, capsys)
     assert out.count("run.py task=swin") == 2 and out.count("run.py task=dcn") == 2
 
 
+FIXTURE = Path(__file__).parent / "fixtures/records/small/swin/adamw32/seed0.json"
+
+
 def test_cells_with_records_are_skipped(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SOLO_RECORDS_DIR", str(tmp_path / "records"))
     monkeypatch.setenv("SOLO_OUTPUTS_DIR", str(tmp_path / "outputs"))
@@ -51,7 +55,10 @@ def test_cells_with_records_are_skipped(tmp_path, monkeypatch, capsys):
     first = submit.cells(sweep, "smoke")[0]
     assert Path(first["record"]).is_relative_to(tmp_path)
     Path(first["record"]).parent.mkdir(parents=True)
-    Path(first["record"]).write_text("{}")
+    Path(first["record"]).write_text("{}")  # not a record: the cell is not done
+    submit.main(["smoke", "--dry-run"])
+    assert "4 cells, 0 done or queued, 4 to submit" in capsys.readouterr().out
+    shutil.copy(FIXTURE, first["record"])  # a valid record (the schema is checked, not the path)
     submit.main(["smoke", "--dry-run"])
     out = capsys.readouterr().out
     assert "4 cells, 1 done or queued, 3 to submit" in out
