@@ -149,10 +149,6 @@ class Run:
         ``checkpoints=False`` (FSDP2 here): no checkpoints, always a fresh start."""
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.steps_per_epoch, self.total, self.checkpoints = steps_per_epoch, total, checkpoints
-        if hasattr(optimizer, "generator"):
-            # SOLO seeds its stochastic-rounding generator lazily from torch.initial_seed():
-            # create it now, so every rank rounds alike after the per-rank reseed below.
-            optimizer.generator(self.device)
         distributed.seed_data_side(self.cfg.seed, self.rank, self.world)
         wandb_id = None
         path = self.dir / "ckpt.pt"
