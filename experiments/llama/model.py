@@ -1,5 +1,7 @@
 """LLaMA's model and tokenizer: a small LlamaConfig from scratch with a byte-level BPE trained
-on the generated prompts (smoke, small), or a local LLaMA checkpoint (paper)."""
+on the generated prompts (smoke, small), a pretrained Llama-architecture GGUF with its own
+tokenizer on the generated prompts (medium: SmolLM2-135M-Instruct), or a local LLaMA
+checkpoint (paper)."""
 
 from pathlib import Path
 
@@ -8,6 +10,8 @@ from omegaconf import OmegaConf
 
 from experiments.errors import DataNotFound
 from experiments.llama import data
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def check_paths(cfg) -> None:
@@ -27,6 +31,10 @@ def build(cfg, hp, run_dir: Path):
     """(model, tokenizer, train records, held-out records or None)."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+    if hp.data == "generated" and hp.get("pretrained"):
+        train, heldout = data.generate(hp.n_train, hp.n_heldout)
+        model, tokenizer = load_gguf(hp.pretrained)
+        return model, tokenizer, train, heldout
     if hp.data == "generated":
         train, heldout = data.generate(hp.n_train, hp.n_heldout)
         # The tokenizer sees training text only; byte-level BPE still encodes anything.
@@ -47,6 +55,28 @@ def build(cfg, hp, run_dir: Path):
     if tokenizer.pad_token is None:  # LLaMA has none
         add_pad_token(tokenizer, model)
     return model, tokenizer, data.load_alpaca(Path(cfg.task.data_path)), None
+
+
+def load_gguf(path):
+    """(LlamaForCausalLM in fp32, its tokenizer) from a GGUF file (relative paths: to the
+    repository root); transformers dequantizes the weights with the `gguf` package."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path) if Path(path).is_absolute() else ROOT / path
+    if not path.exists():
+        raise DataNotFound(f"{path} does not exist; fetch it with `scripts/get_smollm2.sh` "
+                           "(`make setup` does)")
+    kw = dict(gguf_file=path.name)
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, **kw)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, dtype=torch.float32, **kw)
+    # The weights are plain fp32 tensors now, but transformers keeps the GGUF quantizer on the
+    # model and refuses save_pretrained (which lm-eval's copy needs): drop it.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    if tokenizer.pad_token is None:
+        add_pad_token(tokenizer, model)
+    return model, tokenizer
 
 
 def add_pad_token(tokenizer, model, token: str = "[PAD]") -> None:

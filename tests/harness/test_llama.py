@@ -181,3 +181,44 @@ def test_nonfinite_loss_stops_with_crash_checkpoint(run_ll, tmp_path):
 def test_paper_scale_names_missing_checkpoint_and_data(run_ll, tmp_path):
     with pytest.raises(errors.DataNotFound, match="task.model_path"):
         run_ll(f"task.model_path={tmp_path / 'nope'}", scale="paper")
+
+
+CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+def test_chat_prompt_uses_the_tokenizers_template_and_labels_the_response_only(tokenizer):
+    import copy
+
+    tok = copy.deepcopy(tokenizer)
+    tok.chat_template = CHAT_TEMPLATE
+    prompt_of = data.prompt_function("chat", tok)
+    ex = {"instruction": "Reverse the order of the letters.", "input": "a b c", "output": "c b a"}
+    assert prompt_of(ex) == "<|user|>Reverse the order of the letters.\n\na b c\n<|assistant|>"
+    ids, labels = data.encode(ex, tok, 512, prompt_of)
+    n = len(tok(prompt_of(ex))["input_ids"])
+    assert labels[:n] == [data.IGNORE_INDEX] * n and labels[n:] == ids[n:]
+    assert tok.decode(labels[n:]) == "c b a</s>"
+    held = {**ex, "choices": ["c b a", "a b c"], "gold": 0, "kind": "reverse"}
+    assert data.heldout_rows([held], prompt_of)[0]["prompt"] == prompt_of(ex)
+    assert data.prompt_function("alpaca", tok) is data.format_prompt
+    with pytest.raises(ValueError, match="scale.prompt='chatml'"):
+        data.prompt_function("chatml", tok)
+
+
+def test_medium_scale_names_a_missing_model_and_how_to_fetch_it(run_ll, tmp_path):
+    with pytest.raises(errors.DataNotFound, match="get_smollm2.sh"):
+        run_ll(f"scale.pretrained={tmp_path / 'nope.gguf'}", scale="medium")
+
+
+@pytest.mark.medium
+def test_medium_scale_fine_tunes_the_real_smollm2_end_to_end(run_ll):
+    # The GGUF that `make setup` fetches: two steps, then lm-eval on the saved copy.
+    record, run_dir = run_ll("scale.n_train=32", "scale.n_heldout=6", "scale.eval.mmlu=false",
+                             "scale.eval_every=1000", optim="solo_4_2bit", scale="medium")
+    assert record["time"]["steps"] == 2 and record["memory"]["params"] == 134_515_008
+    assert 0 <= record["metrics"]["heldout_acc"] <= 100 and record["metrics"]["mmlu"] is None
+    assert record["metrics"]["heldout_loss"] > 0
+    saved = json.loads((run_dir / "model" / "config.json").read_text())
+    assert saved["model_type"] == "llama" and "quantization_config" not in saved
+    assert (run_dir / "model" / "tokenizer_config.json").exists()

@@ -256,7 +256,8 @@ def test_check_finite_false_skips_the_pre_check_per_group(name):
     # torch.optim's behaviour on request: the NaN reaches the state, nothing raises; a second
     # group that keeps the check still raises for its own parameters.
     a, b = torch.nn.Parameter(torch.randn(300)), torch.nn.Parameter(torch.randn(300))
-    opt = PRESETS[name]([{"params": [a], "check_finite": False}, {"params": [b]}], seed=0)
+    opt = PRESETS[name]([{"params": [a], "check_finite": False},
+                         {"params": [b], "check_finite": True}], seed=0)
     a.grad = torch.full_like(a, float("nan"))
     opt.step()
     assert torch.isnan(a).all()
@@ -266,6 +267,27 @@ def test_check_finite_false_skips_the_pre_check_per_group(name):
     opt.param_groups[1]["check_finite"] = "no"
     with pytest.raises(ValueError, match="Invalid check_finite: 'no'"):
         opt.step()
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_check_finite_exactly_where_states_are_block_quantized(name):
+    # fp32/bf16 states: torch.optim's behaviour (a NaN stays in its element); block-quantized
+    # states: the pre-check, since a NaN would poison its block's scale and every neighbour.
+    p = torch.nn.Parameter(torch.randn(8192))  # above adamw4bit_rank1's fp32 threshold
+    opt = PRESETS[name]([p], seed=0)
+    unquantized = all(c.name in ("none", "bf16") for c in opt.codecs(opt.param_groups[0], p))
+    assert opt.param_groups[0]["check_finite"] is not unquantized
+    p.grad = torch.randn(8192)
+    p.grad[7] = float("nan")
+    if unquantized:
+        opt.step()
+        bad = ~torch.isfinite(p.detach())
+        assert bad[7] and bad.sum() == 1  # only the element whose gradient was NaN
+    else:
+        with pytest.raises(FloatingPointError):
+            opt.step()
+    assert PRESETS[name]([p], check_finite=not unquantized).param_groups[0]["check_finite"] \
+        is not unquantized
 
 
 def test_check_finite_defaults_to_true_for_state_dicts_without_it():
