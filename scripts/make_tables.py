@@ -22,6 +22,7 @@ them. Imports torch (through the registry) but neither hydra nor omegaconf.
 
 import argparse
 import csv
+import functools
 import statistics
 import sys
 from pathlib import Path
@@ -435,9 +436,11 @@ def diverged_text(comp_recs, row):
     return f"; diverged: seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)} below {limit}"
 
 
-def claim_row(row, optim, cells, crash_cells):
-    """The strings of one claims.md row, or None for an optional metric no record has."""
+def claim_row(row, optim, cells_of, crashes_of):
+    """The strings of one claims.md row, or None for an optional metric no record has.
+    cells_of / crashes_of: variant -> index_records of the records / crash notes."""
     key = (row["scale"], row["task"])
+    cells, crash_cells = cells_of(row.get("variant")), crashes_of(row.get("variant"))
     base_recs, comp_recs = cells.get(key + (CLAIM_BASELINE,), []), cells.get(key + (optim,), [])
     base, comp = values_of(base_recs, row["metric"]), values_of(comp_recs, row["metric"])
     if row.get("optional") and not (base or comp):
@@ -455,21 +458,24 @@ def claim_row(row, optim, cells, crash_cells):
     if comp_crashes:
         text += f"; crashed (NaN/inf loss) in {len(comp_crashes)} seed(s)"
     hardware = "+".join(sorted({hardware_label(r) for r in base_recs + comp_recs})) or "—"
-    return dict(task=row["task"], scale=row["scale"], metric=row["metric"],
+    scale = row["scale"] + (f" ({row['variant']})" if row.get("variant") else "")
+    return dict(task=row["task"], scale=scale, metric=row["metric"],
                 lower_is_better=lower, label=OPTIMIZERS[optim].label, optim=optim,
                 base=side_text(base_recs, base, crash_cells.get(key + (CLAIM_BASELINE,), []), d),
                 comp=side_text(comp_recs, comp, comp_crashes, d), diff=diff,
                 verdict=text + diverged_text(comp_recs, row), hardware=hardware)
 
 
-def render_claims(cells, crash_cells, records_label):
+def render_claims(records, notes, records_label):
     """claims.md: per claim of the paper, our runs against adamw32 and a verdict."""
+    cells_of = functools.cache(lambda variant: index_records(records, variant))
+    crashes_of = functools.cache(lambda variant: index_records(notes, variant))
     baseline = f"{OPTIMIZERS[CLAIM_BASELINE].label} (`{CLAIM_BASELINE}`)"
     out = ["# What reproduces: the SOLO paper's claims (arXiv 2505.00347) in our runs", "",
            f"Ours come from records in {records_label}.", ""]
     out += [p.format(baseline=baseline) + "\n" for p in CLAIMS_INTRO]
     for claim in CLAIMS + [CLAIM_BASELINES]:
-        rows = [claim_row(m, o, cells, crash_cells) for o in claim["optims"]
+        rows = [claim_row(m, o, cells_of, crashes_of) for o in claim["optims"]
                 for m in claim["metrics"]]
         out += [f"## {claim['title']}", ""]
         out += [claim["note"], ""] if claim.get("note") else []
@@ -485,7 +491,7 @@ def make_tables(records_dir, paper_dir, out_dir, records_label=None):
     """Write all tables; return {file name: text}. Raises RecordError on a bad record."""
     records_label = records_label or str(records_dir)
     records, notes = split_crash_notes(load_records(records_dir, variants=True, crash_notes=True))
-    cells, crash_cells = index_records(records), index_records(notes)
+    cells = index_records(records)
     pretrained_cells = index_records(records, MEDIUM_LLAMA["pretrained"]["variant"])
     papers = {spec["paper_csv"]: load_paper(paper_dir, spec["paper_csv"]) for spec in TABLES}
     p1, p2a = papers[TABLE1["paper_csv"]], papers[TABLE2A["paper_csv"]]
@@ -497,7 +503,7 @@ def make_tables(records_dir, paper_dir, out_dir, records_label=None):
         "table2a.md": render_md(TABLE2A, p2a, cells, records_label, [adabelief], medium),
         "table2a.tex": render_tex(TABLE2A, p2a, cells, records_label),
         "memory.md": render_memory(papers, cells, records_label),
-        "claims.md": render_claims(cells, crash_cells, records_label),
+        "claims.md": render_claims(records, notes, records_label),
     }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

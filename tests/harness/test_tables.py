@@ -451,11 +451,26 @@ def test_claims_verdicts(claims):
 
 
 def test_claims_flag_diverged_and_crashed_seeds(claims):
-    c = {r[3]: r for r in _claim_rows(claims, "(c)")}
+    c = {r[3]: r for r in _claim_rows(claims, "(c)") if r[1] == "small"}
     assert c["4-bit AdamW (`adamw4bit`)"][7] == "within seed spread; diverged: seed 0 below 20"
     crashed = c["2-bit AdamW (`adamw2bit`)"]
     assert crashed[5] == "—, 1 crashed"
     assert crashed[7] == "no records; crashed (NaN/inf loss) in 1 seed(s)"
+
+
+def test_claims_read_a_variant_row_from_its_override_folder_only(tmp_path):
+    records = tmp_path / "records"
+    hard = "epochs=10,lr=8.0e-3,warmup_steps=0"
+    for seed in (0, 1):
+        _write(records, _record("small", "swin", "adamw32", seed, dict(top1=97.0 + seed)))
+        _write(records, _record("small", "swin", "adamw32", seed, dict(top1=33.0 + seed), hard))
+        _write(records, _record("small", "swin", "adamw4bit", seed, dict(top1=10.0), hard))
+    rows = {r[1]: r for r in _claim_rows(_generate(tmp_path, records=records)["claims.md"], "(c)")
+            if r[3] == "4-bit AdamW (`adamw4bit`)"}
+    assert rows[f"small ({hard})"][4] == "33.50 ± 0.71 (n=2)"
+    assert rows[f"small ({hard})"][7].startswith("outside seed spread (worse); diverged: seeds 0, 1")
+    assert rows["small"][4] == "97.50 ± 0.71 (n=2)" and rows["small"][7] == "no records"
+    assert rows["small (epochs=10)"][7] == "no records"
 
 
 def test_claims_show_top1_best_once_a_record_has_it(tmp_path):
