@@ -31,12 +31,11 @@ def build(cfg, hp, run_dir: Path):
     """(model, tokenizer, train records, held-out records or None)."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    if hp.data == "generated" and hp.get("pretrained"):
-        train, heldout = data.generate(hp.n_train, hp.n_heldout)
-        model, tokenizer = load_gguf(hp.pretrained)
-        return model, tokenizer, train, heldout
     if hp.data == "generated":
         train, heldout = data.generate(hp.n_train, hp.n_heldout)
+        if hp.get("pretrained"):  # medium: a pretrained model brings its own tokenizer
+            model, tokenizer = load_gguf(hp.pretrained)
+            return model, tokenizer, train, heldout
         # The tokenizer sees training text only; byte-level BPE still encodes anything.
         texts = [data.format_prompt(ex) + ex["output"] for ex in train]
         tokenizer = data.train_tokenizer(texts, hp.vocab_size, run_dir / "tokenizer")
