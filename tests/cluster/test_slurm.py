@@ -4,6 +4,8 @@ Run with `pytest -m slurm` (root, Debian packages slurm-wlm and munge; `make tes
 """
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -96,8 +98,37 @@ def _resume_now(job, env):
     sh(["scontrol", "update", f"JobId={job}", "BeginTime=now"], env, check=False)
 
 
+def _pending_or_running(pid: int, signum: int) -> bool:
+    """True once `signum` is pending on the stopped process `pid`, or it no longer is stopped
+    (Slurm may SIGCONT a job before it signals it), or it is gone."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text()
+                      .splitlines() if ":" in line)
+    except OSError:
+        return True
+    pending = int(fields["ShdPnd"], 16) | int(fields["SigPnd"], 16)
+    return bool(pending & (1 << (signum - 1))) or not fields["State"].strip().startswith("T")
+
+
+def _signal_frozen_run(pattern: str, signum: int, send, env) -> None:
+    """Stop the run (SIGSTOP), have Slurm deliver `signum` (`send()`), wait until it is pending,
+    then continue the run: the signal arrives mid-training however fast this machine steps
+    (the smoke cell trains hundreds of steps a second once its extension is built)."""
+    pid = int(sh(["pgrep", "-n", "-f", pattern], env).stdout.split()[0])
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        send()
+        wait_for(lambda: _pending_or_running(pid, signum), 120, f"signal {signum} on pid {pid}",
+                 poll=0.2)
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
+
 def test_requeued_task_resumes_and_matches_an_uninterrupted_run(cluster_env, tmp_path):
-    fixed = ["logger=none", "scale.epochs=60", "ckpt_every=10"]
+    fixed = ["logger=none", "scale.epochs=250", "ckpt_every=10"]
     sweep = write_sweep(tmp_path / "long.yaml", tasks=["swin"], optims=["solo_4_2bit"],
                         fixed=fixed)
     out = sh([*SUBMIT, str(sweep)], cluster_env).stdout
@@ -105,28 +136,35 @@ def test_requeued_task_resumes_and_matches_an_uninterrupted_run(cluster_env, tmp
     run_dir = next(iter(wait_for(
         lambda: list((tmp_path / "outputs").glob("swin/solo_4_2bit/smoke/seed0/*")),
         300, "the run directory")))
+    pattern = "run.py task=swin optim=solo_4_2bit scale=smoke seed=0 " + " ".join(fixed)
 
     def log() -> str:
         return "".join(p.read_text() for p in run_dir.glob("slurm-*.log"))
 
     # 1. Slurm requeues the task (as on preemption): SIGTERM, checkpoint, exit, restart.
-    wait_for(lambda: "step 40/" in log(), 300, "training progress")
-    sh(["scontrol", "requeue", job], cluster_env)
+    wait_for(lambda: "step 40/" in log(), 300, "training progress", poll=0.1)
+    _signal_frozen_run(pattern, signal.SIGTERM,
+                       lambda: sh(["scontrol", "requeue", job], cluster_env), cluster_env)
     _resume_now(job, cluster_env)
     wait_for(lambda: "resumed from" in log(), 300, "the first resume")
 
     # 2. Slurm's time-limit warning (USR2 to the batch shell): the run requeues itself.
     resumed_at = int(log().split("resumed from")[1].split("at step ")[1].split("/")[0])
     assert resumed_at >= 40
-    target = (resumed_at // 4 + 5) * 4  # eval lines come every 4 steps
-    wait_for(lambda: f"step {target}/" in log(), 300, "progress after the first resume")
-    sh(["scancel", "--signal=USR2", "--batch", job], cluster_env)
+    target = (resumed_at // 4 + 2) * 4  # eval lines come every 4 steps
+    wait_for(lambda: f"step {target}/" in log(), 300, "progress after the first resume",
+             poll=0.1)
+    _signal_frozen_run(pattern, signal.SIGUSR2,
+                       lambda: sh(["scancel", "--signal=USR2", "--batch", job], cluster_env),
+                       cluster_env)
     wait_for(lambda: "requeued Slurm job" in log(), 120, "the self-requeue")
     _resume_now(job, cluster_env)
     wait_for(lambda: not queue(cluster_env), 600, "the task to finish", poll=2)
 
     text = log()
     assert text.count("resumed from") == 2 and "restart 2" in text, text[-3000:]
+    second = int(text.split("resumed from")[2].split("at step ")[1].split("/")[0])
+    assert target <= second < 1000, "the USR2 stop came mid-training (1000 steps)"
     record = json.loads(next((tmp_path / "records").rglob("seed0.json")).read_text())
 
     # The same cell straight through, outside Slurm.
