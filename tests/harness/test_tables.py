@@ -429,7 +429,7 @@ def test_claims_header_and_sections(claims):
     assert "scale and hardware come from the records" in claims
     assert "not comparable in absolute value with the paper" in claims
     for title in ("(a) SOLO 4/2-bit", "(b) SOLO 2-bit", "(c) naive 4-bit and 2-bit",
-                  "(d) 2-bit AdamW crashes", "Baselines"):
+                  "(d) 2-bit AdamW crashes", "(e) SOLO 4/2-bit AdaBelief", "Baselines"):
         assert f"## {title}" in claims
 
 
@@ -481,3 +481,22 @@ def test_claims_show_top1_best_once_a_record_has_it(tmp_path):
     b = {(r[0], r[2]): r for r in _claim_rows(claims, "(b)")}
     assert b["swin", "top1_best"][4:8] == ["97.00 (n=1)", "no value in records", "—",
                                            "no value in records"]
+
+
+def test_a_claim_with_its_own_baseline_compares_with_that_baseline_only(tmp_path):
+    records = tmp_path / "records"
+    for seed, (acc, loss) in enumerate([(90.0, 0.10), (92.0, 0.12)]):
+        _write(records, _medium("adabelief32", seed, mmlu=25.0, acc=acc))
+        _write(records, _medium("adamw32", seed, mmlu=30.0, acc=50.0))  # not the baseline here
+        rec = _medium("adabelief_solo_4_2bit", seed, mmlu=26.0, acc=acc + 1.0)
+        rec["metrics"]["heldout_loss"] = loss
+        _write(records, rec)
+    claims = _generate(tmp_path, records=records)["claims.md"]
+    assert "| 32-bit AdaBelief (`adabelief32`) | compared |" in claims
+    e = {r[2]: r for r in _claim_rows(claims, "(e) SOLO 4/2-bit AdaBelief")}
+    assert e["heldout_acc"][4:8] == ["91.00 ± 1.41 (n=2)", "92.00 ± 1.41 (n=2)", "+1.00",
+                                     "within seed spread"]
+    assert e["mmlu"][6:8] == ["+1.00", "outside seed spread (better)"]
+    # the other claims keep adamw32 as their baseline
+    a = {(r[0], r[2]): r for r in _claim_rows(claims, "(a)")}
+    assert a["llama", "heldout_acc"][4] == "50.00 ± 0.00 (n=2)"
