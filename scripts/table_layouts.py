@@ -241,8 +241,9 @@ MEDIUM_LLAMA = {
 # CLAIM_BASELINE (or the claim's own "baseline") on (task, scale, metric) rows. Scales: small
 # for the from-scratch tasks and medium for llama, the largest we run. A row's keys: decimals;
 # lower_is_better (better/worse flip); optional (shown only when some record has the metric:
-# older swin records lack top1_best); diverged_below (flag seeds below it: small-scale swin is MNIST, chance 10);
-# variant (the runs of that override folder, e.g. "epochs=10", instead of the recipe's).
+# older swin records lack top1_best); diverged_below (flag seeds below it: small-scale swin is
+# MNIST, chance 10); variant (the runs of that override folder, e.g. "epochs=10", instead of
+# the recipe's).
 
 CLAIM_BASELINE = "adamw32"
 
