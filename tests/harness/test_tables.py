@@ -497,6 +497,7 @@ def test_a_claim_with_its_own_baseline_compares_with_that_baseline_only(tmp_path
     assert e["heldout_acc"][4:8] == ["91.00 ± 1.41 (n=2)", "92.00 ± 1.41 (n=2)", "+1.00",
                                      "within seed spread"]
     assert e["mmlu"][6:8] == ["+1.00", "outside seed spread (better)"]
+    assert e["heldout_loss (lower is better)"][6:8] == ["-1.8900", "outside seed spread (better)"]
     # the other claims keep adamw32 as their baseline
     a = {(r[0], r[2]): r for r in _claim_rows(claims, "(a)")}
     assert a["llama", "heldout_acc"][4] == "50.00 ± 0.00 (n=2)"
