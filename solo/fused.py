@@ -22,6 +22,7 @@ loop that handles the rest, and the same bits (tested). Differences from the ref
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -56,13 +57,24 @@ def extension():
                 from torch.utils.cpp_extension import load
 
                 src = Path(__file__).with_name("csrc") / "fused_step.cpp"
-                _ext = load(name="solo_fused_step", sources=[str(src)],
+                _ext = load(name=build_name(src.read_bytes(), _CFLAGS), sources=[str(src)],
                             extra_cflags=_CFLAGS, verbose=False)
             except Exception as e:  # no compiler, no ninja, ...: the reference still works
                 _failed = f"{type(e).__name__}: {e}"
                 log.warning("solo: fused CPU step unavailable (%s); using the reference step",
                             _failed.splitlines()[0])
     return _ext
+
+
+def build_name(source: bytes, flags: list[str]) -> str:
+    """The extension's name, which is also its build folder under torch's extensions
+    directory: ``solo_fused_step_`` and 12 hex digits of a hash of the C++ source, the compile
+    flags and the torch version. Checkouts and versions sharing that directory then each keep
+    their own build, and none loads a build of another source."""
+    h = hashlib.sha256(source)
+    for part in (*flags, torch.__version__):
+        h.update(b"\0" + part.encode())
+    return f"solo_fused_step_{h.hexdigest()[:12]}"
 
 
 def unavailable() -> str | None:
