@@ -37,7 +37,9 @@ def state_bytes(optimizer: torch.optim.Optimizer, *, all_ranks: bool = False,
     process's bytes.
     """
     out = {"quantized": 0, "full_precision": 0}
-    seen: set = set()
+    # identity -> tensor: tensors sharing memory count once. A meta tensor has no memory
+    # (data_ptr 0 for all), so it counts by itself; holding it keeps its id() unique.
+    seen: dict = {}
     for st in optimizer.state.values():
         tensors = {k: v for k, v in st.items() if isinstance(v, torch.Tensor)}
         has_codes = any(not x.is_floating_point() for v in tensors.values() for x in _inner(v)
@@ -50,10 +52,13 @@ def state_bytes(optimizer: torch.optim.Optimizer, *, all_ranks: bool = False,
             if key == "step":
                 quant = False
             for x in sub:
-                ident = (x.untyped_storage().data_ptr(), x.device) if x.numel() else None
-                if ident is not None and ident in seen:
+                if not x.numel():
                     continue
-                seen.add(ident)
+                ident = (id(x) if x.device.type == "meta" else x.untyped_storage().data_ptr(),
+                         x.device)
+                if ident in seen:
+                    continue
+                seen[ident] = x
                 out["quantized" if quant else "full_precision"] += x.numel() * x.element_size()
     if all_ranks:
         out["quantized"], out["full_precision"] = sum_over_ranks(
@@ -67,15 +72,16 @@ def estimate_state_bytes(model: torch.nn.Module, preset: str | None = None,
     """The state bytes :func:`state_bytes` will report after the first step, without steps.
 
     ``model`` may live on the meta device (nothing is allocated). Give a ``preset`` name
-    (``solo.PRESETS``) and/or :class:`solo.AdamW` keyword arguments (bits, quantizers, ...).
+    (``solo.PRESETS``; another name is a ValueError listing them) and/or :class:`solo.AdamW`
+    keyword arguments (bits, quantizers, ...).
     Trainable parameters only. For a model sharded with FSDP2 (DTensor parameters, meta
     or not) it is this rank's bytes, with the per-shard block layout the optimizer will use.
     """
     from .optim import AdamW
-    from .presets import PRESETS
+    from .presets import get
 
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = PRESETS[preset](params, **optimizer_kwargs) if preset else AdamW(params, **optimizer_kwargs)
+    opt = get(preset)(params, **optimizer_kwargs) if preset else AdamW(params, **optimizer_kwargs)
     out = {"quantized": 0, "full_precision": 0}
     for group in opt.param_groups:
         for p in group["params"]:

@@ -137,9 +137,16 @@ adabelief_solo_4_2bit = Preset("adabelief_solo_4_2bit", "SOLO 4/2-bit AdaBelief"
 PRESETS = {v.name: v for v in list(globals().values()) if isinstance(v, Preset)}
 
 
+def get(name: str) -> Preset:
+    """The preset called ``name``; a ValueError listing the valid names for any other."""
+    if isinstance(name, str) and name in PRESETS:
+        return PRESETS[name]
+    raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
+
+
 def default_beta1(name: str) -> float:
     """The beta1 the preset ``name`` uses when the caller gives none."""
-    return PRESETS[name].default_beta1()
+    return get(name).default_beta1()
 
 
-__all__ = ["Preset", "PRESETS", "SOLO_RULE", "default_beta1", *PRESETS]
+__all__ = ["Preset", "PRESETS", "SOLO_RULE", "default_beta1", "get", *PRESETS]

@@ -128,3 +128,23 @@ def test_clamped_block_equals_a_block_of_the_tensor_size():
     assert torch.equal(pa, pb)
     for key in sa:
         assert torch.equal(sa[key], sb[key]), key
+
+
+def test_state_bytes_counts_every_meta_tensor():
+    """Meta tensors all have data_ptr 0: each counts by its size (not once for all), so a
+    stepped meta model reports what estimate_state_bytes predicts."""
+    ps = [torch.nn.Parameter(torch.empty(3000, device="meta")) for _ in range(3)]
+    opt = PRESETS["solo_4_2bit"](ps)
+    for p in ps:
+        p.grad = torch.empty_like(p)
+    opt.step()
+    est = solo.estimate_state_bytes(torch.nn.ParameterList(ps), preset="solo_4_2bit")
+    assert est["total"] == 7626
+    assert solo.state_bytes(opt) == est
+
+
+def test_estimate_names_the_valid_presets():
+    with pytest.raises(ValueError, match="unknown preset 'solo_5bit'; valid presets: adamw32, "):
+        solo.estimate_state_bytes(small_model(), preset="solo_5bit")
+    with pytest.raises(ValueError, match="solo_4_2bit"):
+        solo.presets.default_beta1("solo_5bit")
