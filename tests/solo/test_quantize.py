@@ -44,7 +44,7 @@ def test_whole_tensor_one_block():
 
 
 def test_nbytes_and_shape():
-    x = torch.randn(3, 50)
+    x = torch.rand(3, 50)
     q = solo.quantize(x, bits=2, quantizer="log", block_size=64)
     assert q.codes.numel() == 38 and q.nbytes == 38 + 3 * 4 + 3 * 4
     assert q.dequantize().shape == (3, 50)
@@ -182,3 +182,37 @@ def test_log_quantile_ignores_zeros():
     assert q.fields["alphas"].item() == pytest.approx((xp.item() / 1.0) ** (1 / 3), rel=1e-5)
     assert (block_quantile(x[None], 0.1, positive_only=True) == xp).all()
     assert block_quantile(torch.zeros(2, 8), 0.1, positive_only=True).tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("quantizer", ["de", "linear", "de-sr", "linear-sr"])
+def test_signed_is_taken_from_the_data(quantizer):
+    """signed=None (default): a tensor with negatives gets the signed codebook and keeps its
+    negatives (an unsigned one decoded all 150 of them to 0); a non-negative one the unsigned
+    codebook."""
+    x = _x(300, True, seed=5)
+    q = solo.quantize(x, bits=4, quantizer=quantizer, generator=torch.Generator().manual_seed(0))
+    assert q.codec.signed
+    y = q.dequantize()
+    neg = x < -0.5
+    assert neg.sum() > 50 and (y[neg] < 0).all()
+    assert not solo.quantize(x.abs(), bits=4, quantizer=quantizer).codec.signed
+    assert torch.equal(solo.quantize(x, bits=4, quantizer=quantizer, signed=True,
+                                     generator=torch.Generator().manual_seed(0)).codes, q.codes)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(quantizer="log"), r"quantizer 'log' stores unsigned values only.*x\.abs\(\)"),
+    (dict(quantizer="rank1-linear"), "unsigned values only"),
+    (dict(quantizer="de", signed=False), "signed=False but x holds negative values.*signed=True"),
+])
+def test_negative_input_for_an_unsigned_codebook_is_refused(kwargs, match):
+    x = torch.tensor([[0.5, -0.25], [1.0, 2.0]])
+    with pytest.raises(ValueError, match=match):
+        solo.quantize(x, bits=4, **kwargs)
+
+
+def test_full_precision_quantizers_keep_negatives_whatever_signed():
+    x = torch.tensor([-1.5, 0.25, 3.0])
+    for signed in (None, False, True):
+        assert torch.equal(solo.quantize(x, bits=32, quantizer="none",
+                                         signed=signed).dequantize(), x)
