@@ -16,8 +16,9 @@ loop that handles the rest, and the same bits (tested). Differences from the ref
 - the per-block p-quantile is exact (the same order statistics as torch.quantile), found
   without sorting: per lane the two smallest positive entries bound a short candidate list.
 - supported: m with ``de``/``linear`` (nearest), v with ``de``/``linear`` (nearest) or ``log``,
-  equal block sizes that are a multiple of 8, fp32 contiguous CPU parameters. Anything else, or
-  a machine where the extension cannot be built (no C++ compiler), uses the reference.
+  equal block sizes that are a multiple of 8, fp32 CPU parameters of any layout (a
+  non-contiguous one steps a contiguous copy: :mod:`solo.layout`). Anything else, or a
+  machine where the extension cannot be built (no C++ compiler), uses the reference.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 import torch
 
 from .codecs import BlockCodec, Codec, LogCodec
+from .layout import contiguous_params
 
 log = logging.getLogger(__name__)
 
@@ -97,19 +99,36 @@ def set_vectorized(on: bool) -> None:
 
 def supports(codec_m: Codec, codec_v: Codec, p: torch.Tensor) -> bool:
     """Whether the fused kernel implements this state format for parameter ``p``."""
-    if p.device.type != "cpu" or p.dtype != torch.float32 or not p.is_contiguous():
-        return False
+    return unsupported(codec_m, codec_v, p) is None
+
+
+def unsupported(codec_m: Codec, codec_v: Codec, p: torch.Tensor) -> str | None:
+    """Why the fused kernel cannot step ``p`` with this state format (None when it can)."""
+    if p.device.type != "cpu":
+        return f"it is on {p.device}; the kernel steps CPU tensors"
+    if p.dtype != torch.float32:
+        return f"its dtype is {p.dtype}; the kernel steps float32"
+    return format_unsupported(codec_m, codec_v, p.numel())
+
+
+def format_unsupported(codec_m: Codec, codec_v: Codec, n: int) -> str | None:
+    """Why the fused kernels (C++ and Triton) cannot hold this state format for a tensor of
+    ``n`` elements (None when they can)."""
     if not (isinstance(codec_m, BlockCodec) and codec_m.signed and not codec_m.stochastic):
-        return False
-    if isinstance(codec_v, LogCodec):
-        block_v = codec_v.block_size
-    elif isinstance(codec_v, BlockCodec) and not codec_v.signed and not codec_v.stochastic:
-        block_v = codec_v.block_size
-    else:
-        return False
+        return (f"first state (m) quantizer {codec_m.name!r}; the kernel implements 'de' "
+                f"and 'linear'")
+    if not (isinstance(codec_v, LogCodec) or (isinstance(codec_v, BlockCodec)
+                                              and not codec_v.signed and not codec_v.stochastic)):
+        return (f"second state (v) quantizer {codec_v.name!r}; the kernel implements 'de', "
+                f"'linear' and 'log'")
+    block = codec_v.block_size
     # blocks must start at a whole group of packed codes (8 codes), unless there is one block
-    n = p.numel()
-    return codec_m.block_size == block_v and n > 0 and (block_v % 8 == 0 or n <= block_v)
+    if codec_m.block_size != block or not (block % 8 == 0 or n <= block):
+        return (f"block sizes {(codec_m.block_size, block)}; the kernel needs equal block "
+                f"sizes, a multiple of 8")
+    if n == 0:
+        return "it has no elements"
+    return None
 
 
 def step(p, grad, codec_m: BlockCodec, fm: dict, codec_v: Codec, fv: dict, *, lr, beta1,
@@ -134,14 +153,16 @@ def step(p, grad, codec_m: BlockCodec, fm: dict, codec_v: Codec, fv: dict, *, lr
     m_lut, m_bpad = _search_table(codec_m)
     v_lut, v_bpad = (_EMPTY_I, _EMPTY) if is_log else _search_table(codec_v)
     g = grad if grad.dtype == torch.float32 and grad.is_contiguous() else grad.float().contiguous()
-    ext.fused_step(p, g, fm["codes"], fm["scales"], m_levels, m_bounds, codec_m.bits,
-                   fv["codes"], fv["scales"], alphas, v_levels, v_bounds, codec_v.bits, is_log,
-                   min(codec_m.block_size, max(p.numel(), 1)),
-                   float(getattr(codec_v, "quantile", 0.0)), float(lr), float(beta1),
-                   float(beta2), float(eps), float(weight_decay), float(bc1), float(bc2_sqrt),
-                   belief, float(eps if belief_eps is None else belief_eps),
-                   _EMPTY if rand is None else rand.contiguous(),
-                   int(key), m_lut, m_bpad, v_lut, v_bpad)
+    # the kernel pairs elements by memory position (solo.layout)
+    with contiguous_params([p]) as (dense,):
+        ext.fused_step(dense, g, fm["codes"], fm["scales"], m_levels, m_bounds, codec_m.bits,
+                       fv["codes"], fv["scales"], alphas, v_levels, v_bounds, codec_v.bits,
+                       is_log, min(codec_m.block_size, max(p.numel(), 1)),
+                       float(getattr(codec_v, "quantile", 0.0)), float(lr), float(beta1),
+                       float(beta2), float(eps), float(weight_decay), float(bc1),
+                       float(bc2_sqrt), belief, float(eps if belief_eps is None else belief_eps),
+                       _EMPTY if rand is None else rand.contiguous(),
+                       int(key), m_lut, m_bpad, v_lut, v_bpad)
 
 
 _EMPTY = torch.empty(0)

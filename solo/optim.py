@@ -23,8 +23,9 @@ import math
 import torch
 
 from . import distributed, fused, triton_step
-from .codecs import Codec, FullCodec, make_codec
+from .codecs import Codec, make_codec
 from .distributed import local
+from .full_precision import takes_torch_step, torch_step
 from .validation import check_format, check_group, format_of
 
 __all__ = ["AdamW", "AdaBelief"]
@@ -32,8 +33,6 @@ __all__ = ["AdamW", "AdaBelief"]
 _STATES = ("exp_avg", "exp_avg_sq")
 # Group knobs a checkpoint written before they existed may lack (load_state_dict fills them).
 _NEW_KEYS = ("seed", "fused", "eps_in_s", "check_finite")
-# elements per foreach chunk of the bf16-state step (its fp32 temporaries: ~3 x 4 MiB)
-_CHUNK = 2**20
 _REQUIRED_KEYS = ("params", "lr", "betas", "eps", "weight_decay", "bits", "quantizers",
                   "block_size", "quantile", "min_quantizable_size")
 
@@ -116,11 +115,7 @@ class _QuantizedAdam(torch.optim.Optimizer):
     def state_spec(self, group: dict, p: torch.Tensor) -> dict:
         """State key -> (shape, dtype) that ``p`` will hold (also for meta tensors; for a
         DTensor, this rank's shard)."""
-        spec = {"step": ((), torch.float32)}
-        for name, codec in zip(_STATES, self.codecs(group, p)):
-            for field, sd in codec.spec(local(p).shape).items():
-                spec[name if field == "value" else f"{name}_{field}"] = sd
-        return spec
+        return _spec(*self.codecs(group, p), local(p).shape)
 
     @staticmethod
     def _fields(state: dict, name: str, codec: Codec) -> dict:
@@ -183,7 +178,8 @@ class _QuantizedAdam(torch.optim.Optimizer):
             raise FloatingPointError("non-finite gradient in another rank's shard of this "
                                      "optimizer's parameters; nothing was updated")
         # every path is chosen (and fused=True refused where none exists) before any change
-        paths = [self._path(group, p) for _, _, group, p in work]
+        paths = [self._path(group, p, f"param_groups[{gi}]['params'][{pi}]")
+                 for gi, pi, group, p in work]
         full: dict[int, list] = {}
         tri: dict[int, list] = {}
         for (gi, _, group, p), path in zip(work, paths):
@@ -199,7 +195,7 @@ class _QuantizedAdam(torch.optim.Optimizer):
             else:
                 self._update(group, p, state, kernel=path == "kernel")
         for gi, ps in full.items():
-            self._torch_fused_step(self.param_groups[gi], ps)
+            torch_step(self.param_groups[gi], ps, [self.state[p] for p in ps])
         for gi, ps in tri.items():
             self._triton_step(self.param_groups[gi], ps)
         self._record_formats()
@@ -219,14 +215,16 @@ class _QuantizedAdam(torch.optim.Optimizer):
         return [(gi, pi) for (gi, pi, _, p), ok in zip(work, finite)
                 if not ok and not torch.isfinite(local(p.grad)).all()]
 
-    def _path(self, group, p) -> str:
-        """How ``p`` steps: "meta" (shapes only), "torch" (torch's fused/foreach AdamW),
-        "kernel" (the fused C++ step), "triton" (the Triton step, CUDA) or "reference"
-        (the eager loop)."""
+    def _path(self, group, p, where: str = "this parameter") -> str:
+        """How ``p`` (``where``: its place in the groups, for messages) steps: "meta" (shapes
+        only), "torch" (torch's fused/foreach AdamW), "kernel" (the fused C++ step), "triton"
+        (the Triton step, CUDA) or "reference" (the eager loop)."""
+        codec_m, codec_v = self.codecs(group, p)
+        if p in self.state:
+            _check_shapes(self.state[p], _spec(codec_m, codec_v, local(p).shape), p, where)
         if p.device.type == "meta":
             return "meta"
-        codec_m, codec_v = self.codecs(group, p)
-        if self._torch_fused(group, p, codec_m, codec_v):
+        if takes_torch_step(group, p, codec_m, codec_v, self._belief):
             return "torch"
         if group["fused"] is False:
             return "reference"
@@ -238,76 +236,17 @@ class _QuantizedAdam(torch.optim.Optimizer):
         else:
             path, mod, q, what = "kernel", fused, local(p), "the fused CPU step"
             load = fused.extension
-        if mod.supports(codec_m, codec_v, q):
+        why = mod.unsupported(codec_m, codec_v, q)
+        if why is None:
             if load() is not None:
                 return path
             if group["fused"]:
                 raise RuntimeError(f"fused=True but {what} is unavailable: {mod.unavailable()}")
         elif group["fused"]:
-            raise RuntimeError(f"fused=True but this parameter's state format has no fused "
-                               f"kernel (see {mod.__name__}.supports and AdamW's fused); use "
-                               f"fused=None")
+            raise RuntimeError(f"fused=True but {what} has no fused kernel for {where} "
+                               f"(shape {tuple(p.shape)}): {why}; use fused=None (the fused "
+                               f"step where it exists) or fused=False")
         return "reference"
-
-    # --- full-precision states: torch's fused / foreach AdamW ---------------------------------
-    def _torch_fused(self, group, p, cm: Codec, cv: Codec) -> bool:
-        """Whether ``p`` takes torch's multi-tensor kernels: fp32 or bf16 states (``none`` /
-        ``bf16`` for both) of an fp32 CPU parameter, AdamW, ``fused`` not False. fp32 states
-        take the fused AdamW kernel (within torch's fused-vs-foreach tolerance of the
-        reference); bf16 states the foreach ops in the reference's order (its exact bits:
-        one ulp of fp32 before rounding to bf16 would move a state by one bf16 ulp)."""
-        if self._belief or group["fused"] is False:
-            return False
-        if p.device.type != "cpu" or p.dtype != torch.float32 or p.grad.dtype != torch.float32:
-            return False
-        return (isinstance(cm, FullCodec) and isinstance(cv, FullCodec)
-                and cm.dtype == cv.dtype)
-
-    def _torch_fused_step(self, group, params) -> None:
-        beta1, beta2 = group["betas"]
-        lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
-        lr = float(lr.item() if isinstance(lr, torch.Tensor) else lr)
-        states = [self.state[p] for p in params]
-        steps = [st["step"] for st in states]
-        grads = [local(p.grad) for p in params]
-        grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
-        params = [local(p) for p in params]
-        torch._foreach_add_(steps, 1)
-        if states[0]["exp_avg"].dtype == torch.float32:
-            torch._fused_adamw_(params, grads, [st["exp_avg"] for st in states],
-                                [st["exp_avg_sq"] for st in states], [], steps, amsgrad=False,
-                                lr=lr, beta1=float(beta1), beta2=float(beta2),
-                                weight_decay=float(wd), eps=float(eps), maximize=False,
-                                grad_scale=None, found_inf=None)
-            return
-        # bf16 states: decoded to fp32, the reference's ops in its order, rounded back; in
-        # chunks of about _CHUNK elements, so a step never holds fp32 copies of all states
-        start = 0
-        while start < len(params):
-            end, n = start, 0
-            while end < len(params) and (n == 0 or n + params[end].numel() <= _CHUNK):
-                n += params[end].numel()
-                end += 1
-            self._foreach_bf16(params[start:end], grads[start:end], states[start:end],
-                               lr, beta1, beta2, wd, eps)
-            start = end
-
-    @staticmethod
-    def _foreach_bf16(params, grads, states, lr, beta1, beta2, wd, eps) -> None:
-        ms = [st["exp_avg"].float() for st in states]
-        vs = [st["exp_avg_sq"].float() for st in states]
-        ts = [st["step"].item() for st in states]
-        if wd != 0:
-            torch._foreach_mul_(params, 1 - lr * wd)
-        torch._foreach_lerp_(ms, grads, 1 - beta1)
-        torch._foreach_mul_(vs, beta2)
-        torch._foreach_addcmul_(vs, grads, grads, value=1 - beta2)
-        denom = torch._foreach_sqrt(vs)
-        torch._foreach_div_(denom, [math.sqrt(1 - beta2**t) for t in ts])
-        torch._foreach_add_(denom, eps)
-        torch._foreach_addcdiv_(params, ms, denom, [-lr / (1 - beta1**t) for t in ts])
-        torch._foreach_copy_([st["exp_avg"] for st in states], ms)
-        torch._foreach_copy_([st["exp_avg_sq"] for st in states], vs)
 
     # --- quantized states ---------------------------------------------------------------------
     def _update(self, group, p, state, kernel: bool):
@@ -445,7 +384,10 @@ class _QuantizedAdam(torch.optim.Optimizer):
                     originals[p] = st
         super().load_state_dict(state_dict)
         for p, st in originals.items():
-            self.state[p] = {k: (v.to(p.device).clone() if isinstance(v, torch.Tensor) else v)
+            # contiguous whatever was saved (torch.optim keeps the parameter's layout): the
+            # fused steps pair elements by memory position (solo.layout)
+            self.state[p] = {k: (v.to(p.device).clone(memory_format=torch.contiguous_format)
+                                 if isinstance(v, torch.Tensor) else v)
                              for k, v in st.items()}
             self.state[p]["step"] = self.state[p]["step"].cpu()
         # A checkpoint without a generator for a device (taken before the first step there)
@@ -486,6 +428,28 @@ class _QuantizedAdam(torch.optim.Optimizer):
                                  f"param_groups[0]'s {out[0]['seed']!r}")
             out.append(saved)
         return out
+
+
+def _spec(codec_m: Codec, codec_v: Codec, shape: torch.Size) -> dict:
+    """State key -> (shape, dtype) of a parameter of ``shape`` with these codecs."""
+    spec = {"step": ((), torch.float32)}
+    for name, codec in zip(_STATES, (codec_m, codec_v)):
+        for field, sd in codec.spec(shape).items():
+            spec[name if field == "value" else f"{name}_{field}"] = sd
+    return spec
+
+
+def _check_shapes(state: dict, spec: dict, p: torch.Tensor, where: str) -> None:
+    """Refuse a parameter whose shape changed after its states were made (they would be read
+    as another tensor's), naming it, before anything is updated."""
+    for key, (shape, _) in spec.items():
+        t = state.get(key)
+        if isinstance(t, torch.Tensor) and tuple(t.shape) != tuple(shape):
+            raise RuntimeError(
+                f"{where} has shape {tuple(p.shape)} but its optimizer states were made for "
+                f"another shape ({key!r} has shape {tuple(t.shape)}, expected {tuple(shape)}); "
+                f"a parameter cannot change shape once it has states: restore its shape, or "
+                f"drop its states (del optimizer.state[param]) to start them afresh")
 
 
 def _check_state(st: dict, spec: dict, p: torch.Tensor, where: str) -> None:

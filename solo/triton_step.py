@@ -12,9 +12,10 @@ given the same key both kernels write the same codes, and a checkpoint resumes e
 Selected by ``fused=None`` (the default) for CUDA parameters and required by ``fused=True``.
 Supported: the formats of the fused CPU step (m: ``de``/``linear`` nearest; v:
 ``de``/``linear`` nearest or ``log``; equal block sizes, a multiple of 8, at most
-:data:`MAX_BLOCK`), float32 or bfloat16 contiguous parameters. Without a GPU the kernel runs
-in Triton's interpreter on CPU tensors (``TRITON_INTERPRET=1`` set before triton is
-imported) when tests switch :data:`_on_cpu` on; the optimizer never picks it on CPU itself.
+:data:`MAX_BLOCK`), float32 or bfloat16 parameters of any layout (:mod:`solo.layout`).
+Without a GPU the kernel runs in Triton's interpreter on CPU tensors (``TRITON_INTERPRET=1``
+set before triton is imported) when tests switch :data:`_on_cpu` on; the optimizer never
+picks it on CPU itself.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import contextlib
 import torch
 
 from .codecs import BlockCodec, Codec, LogCodec
+from .fused import format_unsupported
+from .layout import contiguous_params
 from .packing import packed_numel
 
 #: largest block (elements) one program holds; larger blocks take the reference step
@@ -60,20 +63,22 @@ def handles(p: torch.Tensor) -> bool:
 
 def supports(codec_m: Codec, codec_v: Codec, p: torch.Tensor) -> bool:
     """Whether the kernel implements this state format for parameter ``p``."""
-    if not handles(p) or p.dtype not in _DTYPES or not p.is_contiguous():
-        return False
+    return unsupported(codec_m, codec_v, p) is None
+
+
+def unsupported(codec_m: Codec, codec_v: Codec, p: torch.Tensor) -> str | None:
+    """Why the kernel cannot step ``p`` with this state format (None when it can)."""
+    if not handles(p):
+        return f"it is on {p.device}; the kernel steps CUDA tensors"
+    if p.dtype not in _DTYPES:
+        return f"its dtype is {p.dtype}; the kernel steps float32 and bfloat16"
     if type(p) not in (torch.Tensor, torch.nn.Parameter):
-        return False  # tensor subclasses (DTensor shards, ...): data_ptr is not the data
-    if not (isinstance(codec_m, BlockCodec) and codec_m.signed and not codec_m.stochastic):
-        return False
-    if not (isinstance(codec_v, LogCodec) or (isinstance(codec_v, BlockCodec)
-                                              and not codec_v.signed
-                                              and not codec_v.stochastic)):
-        return False
-    n, block = p.numel(), codec_v.block_size
-    # blocks start at a whole group of 8 packed codes, unless there is one block
-    return (codec_m.block_size == block and n > 0 and (block % 8 == 0 or n <= block)
-            and min(block, n) <= MAX_BLOCK)
+        # DTensor shards and other subclasses: data_ptr is not the data
+        return f"it is a {type(p).__name__}; the kernel steps plain tensors"
+    why = format_unsupported(codec_m, codec_v, p.numel())
+    if why is None and min(codec_v.block_size, p.numel()) > MAX_BLOCK:
+        why = f"block size {codec_v.block_size}; the kernel holds at most {MAX_BLOCK}"
+    return why
 
 
 def step(params, grads, fields_m, fields_v, codec_m: BlockCodec, codec_v: Codec, *, lr, beta1,
@@ -106,6 +111,16 @@ def step(params, grads, fields_m, fields_v, codec_m: BlockCodec, codec_v: Codec,
     for i, p in enumerate(params):
         _check(p, grads[i], fields_m[i], fields_v[i], codec_m, codec_v, is_log,
                None if rands is None else rands[i], f"params[{i}]")
+    # the kernel pairs elements by memory position (solo.layout)
+    with contiguous_params(params) as dense:
+        _launch(dense, grads, fields_m, fields_v, codec_m, codec_v, is_log, kern, lr=lr,
+                beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, bc1s=bc1s,
+                bc2s=bc2s, belief=belief, belief_eps=belief_eps, keys=keys, rands=rands)
+
+
+def _launch(params, grads, fields_m, fields_v, codec_m, codec_v, is_log, kern, *, lr, beta1,
+            beta2, eps, weight_decay, bc1s, bc2s, belief, belief_eps, keys, rands) -> None:
+    device = params[0].device
     buckets: dict[tuple, list[int]] = {}
     for i, (p, g) in enumerate(zip(params, grads)):
         buckets.setdefault((p.dtype, g.dtype), []).append(i)

@@ -37,8 +37,10 @@ def _child(*args: str, timeout: float = 120) -> str:
 
 # probe -> what it must raise (type and a fragment of the message), or "ok"
 EXPECTED = {
-    "parameter resized under its states": "RuntimeError: fused_step: m_codes has 500 elements, "
-                                          "expected 1000",
+    "parameter resized under its states": "RuntimeError: param_groups[0]['params'][0] has shape "
+                                          "(2000,) but its optimizer states were made for "
+                                          "another shape ('exp_avg_codes' has shape (500,), "
+                                          "expected (1000,))",
     "state codes edited to float": "RuntimeError: fused_step: m_codes must be Byte, got Float",
 }
 for _flag in (None, False):

@@ -504,7 +504,7 @@ def test_torch_fused_falls_back_for_bf16_params_and_fused_true_raises_there():
 
 
 def test_bf16_foreach_chunks_equal_the_reference():
-    """Tensors spanning several foreach chunks (solo.optim._CHUNK elements): bit-identical."""
+    """Tensors spanning several foreach chunks (solo.full_precision._CHUNK elements): bit-identical."""
     shapes = [(2**20 + 3,), (5,), (2**19,), (2**19,), (7, 3)]
     runs = []
     for fused in (None, False):

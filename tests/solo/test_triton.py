@@ -439,3 +439,35 @@ def test_one_launch_per_dtype_for_a_mixed_group(monkeypatch):
         for key, t in ot.state[p].items():
             if key.endswith("_codes"):
                 assert torch.equal(t, orf.state[q][key]), key
+
+
+@pytest.mark.parametrize("preset,dtype", [("solo_4_2bit", torch.float32),
+                                          ("adamw4bit", torch.float32),
+                                          ("solo_4_2bit", torch.bfloat16)])
+def test_non_contiguous_parameters_step_like_contiguous_copies(preset, dtype):
+    """Transposed, channels_last and strided-view parameters take the Triton step too and
+    end each step equal to a contiguous copy stepped alike (the kernel pairs elements by
+    memory position: solo/layout.py)."""
+    g = torch.Generator().manual_seed(0)
+    layouts = [lambda t: t.t(), lambda t: t.to(memory_format=torch.channels_last),
+               lambda t: t[:, 1::2]]
+    base = [(torch.randn(s, generator=g) * 0.05).to(dtype).to(DEVICE)
+            for s in [(8, 37), (2, 6, 5, 5), (20, 30)]]
+    ps = [torch.nn.Parameter(lay(b)) for lay, b in zip(layouts, base)]
+    qs = [torch.nn.Parameter(p.detach().contiguous()) for p in ps]
+    start = qs[0].detach().clone()
+    assert not any(p.is_contiguous() for p in ps)
+    opt = solo.PRESETS[preset](ps, lr=1e-2, weight_decay=0.1, seed=3, fused=True)
+    ref = solo.PRESETS[preset](qs, lr=1e-2, weight_decay=0.1, seed=3, fused=True)
+    for _ in range(2):
+        for p, q in zip(ps, qs):
+            q.grad = (torch.randn(q.shape, generator=g) * 1e-2).to(dtype).to(DEVICE)
+            p.grad = q.grad.clone()
+        opt.step()
+        ref.step()
+        for p, q in zip(ps, qs):
+            assert torch.equal(p.contiguous(), q)
+            for key, t in ref.state[q].items():
+                assert torch.equal(opt.state[p][key], t), key
+    assert all(opt._path(opt.param_groups[0], p) == "triton" for p in ps)
+    assert not torch.equal(qs[0], start)

@@ -173,3 +173,38 @@ def test_seed_none_is_resolved_at_construction():
     assert opt.param_groups[0]["seed"] == 1234
     assert opt.state_dict()["param_groups"][0]["seed"] == 1234
 
+
+
+@pytest.mark.parametrize("name", ["solo_4_2bit", "adamw32", "adamw_bf16"])
+@pytest.mark.parametrize("fused", [None, False])
+def test_a_parameter_resized_under_its_states_is_named(name, fused):
+    """A parameter whose shape changed after its states were made: refused before any change,
+    naming the parameter, its shape and the state's (it used to say only
+    ``m_codes has 150 elements, expected 250``)."""
+    keep = _p(10)
+    p = _p(250)
+    opt = PRESETS[name]([{"params": [keep]}, {"params": [_p(4), p]}], fused=fused)
+    opt.step()
+    p.data, p.grad = torch.randn(15, 10), torch.randn(15, 10)
+    before = keep.detach().clone()
+    with pytest.raises(RuntimeError, match=re.escape(
+            "param_groups[1]['params'][1] has shape (15, 10) but its optimizer states were "
+            "made for another shape")) as e:
+        opt.step()
+    assert "restore its shape" in str(e.value) and "\n" not in str(e.value)
+    assert torch.equal(keep, before)  # nothing was updated
+    del opt.state[p]  # the fix the message names
+    opt.step()
+
+
+def test_fused_true_names_the_parameter_and_the_reason():
+    p = torch.nn.Parameter(torch.randn(256, dtype=torch.bfloat16))
+    p.grad = torch.randn(256, dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match=re.escape(
+            "no fused kernel for param_groups[0]['params'][0] (shape (256,)): its dtype is "
+            "torch.bfloat16; the kernel steps float32; use fused=None")):
+        PRESETS["solo_4_2bit"]([p], fused=True).step()
+    q = torch.nn.Parameter(torch.randn(256))
+    q.grad = torch.randn(256)
+    with pytest.raises(RuntimeError, match="block sizes \\(128, 256\\); the kernel needs equal"):
+        PRESETS["solo_4_2bit"]([q], block_size=(128, 256), fused=True).step()
