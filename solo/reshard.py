@@ -29,14 +29,25 @@ Loading: a block of the new layout that is exactly a block of the saved one gets
 scale and alpha as saved (bit-identical); every other block is dequantized element by element
 (``level[code] * scale`` or ``alpha**code * scale``, as ``decode`` computes) and requantized
 with the new blocks: nearest rounding moves an element by at most half a level of the new
-block, stochastic rounding (``-sr``, ``log``) by less than one level (below the smallest
-``log`` level: at most that level). The SR generators of every shard are saved; at the same
+block, stochastic rounding (``-sr``, ``log``) by less than one level; a value below the lowest
+level of a zero-free grid (unsigned ``linear``, ``log``) moves up to that level. The SR
+generators of every shard are saved; at the same
 shard count each rank gets its own back (a DCP resume is bit-exact), at another count shard
 ``i`` starts a fresh stream seeded from (``seed``, step, ``i``), which also draws the
 requantization's rounding.
 
 Supported layouts: parameters sharded on dim 0 over one mesh dim (FSDP2's ``fully_shard``,
 HSDP's replicate x shard), and plain or replicated ones (one shard).
+
+torch APIs relied on (read in torch 2.14.1): ``get_optimizer_state_dict`` calls the optimizer's
+own ``state_dict()``, keeps only ``state`` and ``param_groups`` (hence the generators and the
+format record live in ``param_groups[0]``, identical on every rank, as DCP stores one copy of a
+non-DTensor entry), and builds a fresh optimizer's states with a zero-lr step before the first
+backward; ``dcp.load`` fills DTensors of the loading layout from any saved one;
+``set_optimizer_state_dict`` hands the result to ``load_state_dict``
+(https://docs.pytorch.org/docs/2.14/distributed.checkpoint.html); ``DTensor.from_local`` with
+``shape`` and ``stride`` for shards of torch.chunk sizes
+(https://docs.pytorch.org/docs/2.14/distributed.tensor.html).
 """
 
 from __future__ import annotations

@@ -45,6 +45,9 @@ def test_dcp_reshard(results, name, saved, world):
     _check(results, f"save:{name}:{saved}")
     r = _check(results, f"load:{name}:{saved}->{world}")
     assert r["max_error_levels"] <= 1 + 1e-5
+    if r["quantized_elements"]:
+        # b.weight's shards are whole blocks at 1, 2 and 4 ranks: its blocks always coincide
+        assert r["bit_identical_elements"] >= 64 * 200
     if saved == world and r["quantized_elements"] and name != "adamw4bit_rank1":
         assert r["bit_identical_elements"] == r["quantized_elements"]
         assert r["max_error_levels"] == 0
