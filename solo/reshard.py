@@ -36,8 +36,9 @@ shard count each rank gets its own back (a DCP resume is bit-exact), at another 
 ``i`` starts a fresh stream seeded from (``seed``, step, ``i``), which also draws the
 requantization's rounding.
 
-Supported layouts: parameters sharded on dim 0 over one mesh dim (FSDP2's ``fully_shard``,
-HSDP's replicate x shard), and plain or replicated ones (one shard).
+Supported layouts: parameters sharded on dim 0 over one mesh dim (FSDP2's ``fully_shard``;
+HSDP's replicate x shard untested), and plain or replicated ones (one shard). Tested with
+torch's default StateDictOptions only.
 
 torch APIs relied on (read in torch 2.14.1): ``get_optimizer_state_dict`` calls the optimizer's
 own ``state_dict()``, keeps only ``state`` and ``param_groups`` (hence the generators and the
@@ -190,9 +191,10 @@ def from_dcp(opt, sd: dict) -> dict:
     gens: dict[str, torch.Generator] = {}
     state = {}
     pids = [i for g in out_groups for i in g["params"]]
-    pairs = [(p, g) for g in opt.param_groups for p in g["params"]]
-    for pid, (p, group), saved_group in zip(
-            pids, pairs, [g for g in out_groups for _ in g["params"]]):
+    params = [p for g in opt.param_groups for p in g["params"]]
+    # the saved groups' format knobs: load_state_dict then refuses any that differ from ours
+    for pid, p, saved_group in zip(pids, params,
+                                   [g for g in out_groups for _ in g["params"]]):
         st = sd["state"].get(pid)
         if st is None:
             continue
@@ -241,7 +243,7 @@ def _local_state(opt, group, p, st, index, count, saved_count, gen) -> dict:
                for s in range(saved_count)]
         old_starts, old_ends = torch.cat([o[0] for o in old]), torch.cat([o[1] for o in old])
         at = torch.searchsorted(old_starts, starts).clamp_(max=old_starts.numel() - 1)
-        same = (old_starts[at] == starts) & (old_ends[at] == ends)
+        same = ((old_starts[at] == starts) & (old_ends[at] == ends)).to(codes.device)
         if not bool(same.all()):
             elem = {f: c.repeat_interleave(cell) for f, c in cells.items()}
             if isinstance(codec, LogCodec):
@@ -249,7 +251,7 @@ def _local_state(opt, group, p, st, index, count, saved_count, gen) -> dict:
             else:
                 x = codec.levels.to(codes.device)[codes] * elem["scales"]
             codec.encode(x.reshape(lp.shape), fields, gen)
-        keep = same.to(codes.device)[torch.arange(n, device=codes.device) // b]
+        keep = same[torch.arange(n, device=codes.device) // b]
         new_codes = unpack(fields["codes"], codec.bits, n).clone()
         new_codes[keep] = codes[keep].to(torch.uint8)
         pack(new_codes, codec.bits, out=fields["codes"])

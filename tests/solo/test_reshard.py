@@ -7,8 +7,10 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 from torch import nn
-from torch.distributed.checkpoint.state_dict import (get_optimizer_state_dict,
-                                                     set_optimizer_state_dict)
+from torch.distributed.checkpoint.state_dict import (
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
 
 import solo
 from solo import reshard
@@ -85,6 +87,18 @@ def test_dcp_round_trip_of_a_plain_model(tmp_path):
     """Unsharded parameters (one process, no process group) take the same path as one shard."""
     osd = _round_trip(False, "solo_4_2bit", tmp_path)
     assert osd["state"]["0.weight"]["exp_avg_dcp_codes"].shape == (130, 8)
+
+
+def test_another_state_format_is_refused():
+    """A DCP state dict of one preset does not load into another (states would be misread)."""
+    model = _model(False)
+    opt = solo.presets.adamw4bit(model.parameters(), lr=1e-2)
+    _train(model, opt, 1)
+    osd = get_optimizer_state_dict(model, opt)
+    opt.zero_grad(set_to_none=True)
+    other = solo.presets.adamw2bit(model.parameters(), lr=1e-2)
+    with pytest.raises(ValueError, match="checkpoint mismatch in param_groups.0. field 'bits'"):
+        set_optimizer_state_dict(model, other, osd)
 
 
 def test_plain_state_dict_is_the_per_rank_form():
