@@ -36,6 +36,10 @@ shard count each rank gets its own back (a DCP resume is bit-exact), at another 
 ``i`` starts a fresh stream seeded from (``seed``, step, ``i``), which also draws the
 requantization's rounding.
 
+For comparison, torchao 0.18's low-bit optimizers (torchao/optim/subclass_4bit.py) keep each
+state as a DTensor of a tensor subclass that DCP slices on load, and refuse a slice that does
+not fall on a block boundary; here such blocks are requantized instead.
+
 Supported layouts: parameters sharded on dim 0 over one mesh dim (FSDP2's ``fully_shard``;
 HSDP's replicate x shard untested), and plain or replicated ones (one shard). Tested with
 torch's default StateDictOptions only.
