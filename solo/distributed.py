@@ -15,12 +15,11 @@ optimizer over its shards, with three differences, all chosen so that every rank
   (replicated, DDP) parameters keep the optimizer's ``seed`` generator on every rank, so DDP
   replicas stay identical.
 
-Checkpoints are per rank (``torch.save(opt.state_dict(), f"optim.rank{rank}.pt")``): the state
-dict records the shard index and count, and loading it on another shard or another number of
-shards raises, naming both. Resharding would mean requantizing with new block boundaries.
-torch.distributed.checkpoint's ``get_optimizer_state_dict`` is not supported: it keeps the
-states (plain local tensors, which it would store as if replicated) but drops the sharding
-record and the SR generators; loading its result into sharded parameters raises.
+Per-rank checkpoints (``torch.save(opt.state_dict(), f"optim.rank{rank}.pt")``) record the
+shard index and count, and loading one on another shard or another number of shards raises,
+naming both. To change the world size, checkpoint through torch.distributed.checkpoint
+(``get_optimizer_state_dict`` / ``set_optimizer_state_dict``), which returns and takes the
+reshardable form of :mod:`solo.reshard`.
 """
 
 from __future__ import annotations
@@ -84,16 +83,15 @@ def check_sharding(saved: dict | None, current: dict | None) -> None:
     if saved is None and now_n > 1:
         raise ValueError(
             f"checkpoint mismatch: the optimizer state has no sharding record (saved from "
-            f"unsharded parameters, over 1 rank, or through torch.distributed.checkpoint's "
-            f"get_optimizer_state_dict, which drops it and the SR generators) and this "
-            f"optimizer's parameters are sharded over {now_n} ranks: save and load "
-            f"opt.state_dict() per rank (see solo.distributed)")
+            f"unsharded parameters, over 1 rank) and this optimizer's parameters are sharded "
+            f"over {now_n} ranks: load a per-rank state dict saved at {now_n} ranks, or save "
+            f"and load through torch.distributed.checkpoint (see solo.reshard)")
     if saved_n != now_n:
         raise ValueError(
             f"checkpoint mismatch: the optimizer state was saved with parameters sharded over "
-            f"{saved_n} rank(s) and this optimizer's are sharded over {now_n}; quantized states "
-            f"are per-shard blocks and cannot be resharded: resume with {saved_n} rank(s), or "
-            f"start the optimizer states afresh")
+            f"{saved_n} rank(s) and this optimizer's are sharded over {now_n}; a per-rank "
+            f"state dict holds per-shard blocks: resume with {saved_n} rank(s), or save and "
+            f"load through torch.distributed.checkpoint, which reshards (see solo.reshard)")
     saved_i = 0 if saved is None else int(saved["index"])
     now_i = 0 if current is None else int(current["index"])
     if saved_i != now_i:

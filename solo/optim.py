@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from . import distributed, fused, triton_step
+from . import distributed, fused, reshard, triton_step
 from .codecs import Codec, make_codec
 from .distributed import local
 from .full_precision import takes_torch_step, torch_step
@@ -363,12 +363,16 @@ class _QuantizedAdam(torch.optim.Optimizer):
         sharding = self._sharding()
         if sharding is not None:
             sd["sharding"] = sharding
+        if reshard.called_by_dcp():  # torch.distributed.checkpoint: the reshardable form
+            return reshard.to_dcp(self, sd)
         return sd
 
     def _sharding(self) -> dict | None:
         return distributed.sharding_of(p for g in self.param_groups for p in g["params"])
 
     def load_state_dict(self, state_dict):
+        if reshard.is_dcp_form(state_dict):  # from set_optimizer_state_dict, any world size
+            state_dict = reshard.from_dcp(self, state_dict)
         distributed.check_sharding(state_dict.get("sharding"), self._sharding())
         state_dict = {**state_dict, "param_groups": self._saved_groups(state_dict)}
         saved_groups = state_dict["param_groups"]

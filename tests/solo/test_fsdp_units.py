@@ -24,19 +24,6 @@ def test_shard_seeds():
     torch.Generator().manual_seed(shard_seed(2**64 - 1, 3))
 
 
-@pytest.fixture
-def one_rank(tmp_path):
-    """A 1-rank gloo process group in this process (FSDP2 needs one), torn down after."""
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
-                            world_size=1)
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
-
-
 def _fsdp_model():
     from torch import nn
     from torch.distributed.fsdp import fully_shard
