@@ -49,6 +49,8 @@ import importlib
 import logging
 from dataclasses import dataclass, field
 
+import torch
+
 from .momentum import adjusted_beta
 from .optim import AdaBelief, AdamW
 
@@ -149,4 +151,30 @@ def default_beta1(name: str) -> float:
     return get(name).default_beta1()
 
 
-__all__ = ["Preset", "PRESETS", "SOLO_RULE", "default_beta1", "get", *PRESETS]
+__all__ = ["Preset", "PRESETS", "SOLO_RULE", "default_beta1", "for_hf", "get", *PRESETS]
+
+
+def for_hf(name: str, *, lr: float, **overrides) -> tuple[type, dict]:
+    """``(optimizer class, keyword arguments)`` of preset ``name``, as Hugging Face's
+    ``Trainer(optimizer_cls_and_kwargs=...)`` takes them::
+
+        Trainer(model, args, optimizer_cls_and_kwargs=solo.presets.for_hf("solo_4_2bit", lr=1e-3))
+
+    ``lr`` is required because the Trainer builds the optimizer from these keywords alone:
+    ``TrainingArguments.learning_rate`` is not passed (its LR schedule scales this ``lr``).
+    ``weight_decay`` is refused: the Trainer sets it on each of its param groups from
+    ``TrainingArguments.weight_decay`` (0 for biases and norms), so a value here would be
+    ignored. ``overrides``: ``betas``, ``eps`` and the preset's knobs (``bits``, ``seed``, ...);
+    a beta1 of ``None``, or none given, is the preset's default, as when calling the preset.
+    Everything is validated now by building the optimizer on a one-element tensor.
+    """
+    if "weight_decay" in overrides:
+        raise ValueError("for_hf: weight_decay is set per param group by the Trainer; "
+                         "give it as TrainingArguments(weight_decay=...)")
+    preset = get(name)
+    beta1, beta2 = overrides.pop("betas", (None, 0.999))
+    betas = (preset.default_beta1() if beta1 is None else beta1, beta2)
+    kwargs = {**preset.knobs, "lr": lr, "betas": betas, **overrides}
+    cls = preset.optimizer_class()
+    cls([torch.zeros(1, requires_grad=True)], **kwargs)
+    return cls, kwargs
