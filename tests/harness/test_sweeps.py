@@ -1,20 +1,13 @@
 """Sweep files expand into run.py cells (no Slurm needed); adding a YAML adds its test."""
 
-import importlib.util
 import shutil
 from pathlib import Path
 
 import pytest
 from harness_utils import ROOT
+from submit_utils import load_submit
 
 SWEEPS = sorted((ROOT / "scripts" / "sweeps").glob("*.yaml"))
-
-
-def load_submit():
-    spec = importlib.util.spec_from_file_location("submit", ROOT / "scripts" / "submit.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
@@ -65,9 +58,3 @@ def test_cells_with_records_are_skipped(tmp_path, monkeypatch, capsys):
     assert first["cmd"] not in out
     submit.main(["smoke", "--status"])
     assert capsys.readouterr().out.strip().splitlines()[-1] == "4 cells: 1 done, 3 not submitted"
-
-
-def test_unknown_sweep_names_the_available_ones():
-    submit = load_submit()
-    with pytest.raises(SystemExit, match="available: .*table1"):
-        submit.load_sweep("tabel1")
