@@ -30,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]  # sweep_file.py; experiments/
 
 from sweep_file import (  # noqa: E402
+    ARRAY_SCRIPT,
     ROOT,
     SweepError,
     cells,
@@ -39,37 +40,9 @@ from sweep_file import (  # noqa: E402
     sbatch_lines,
 )
 
-ARRAY_SCRIPT = """#!/bin/bash
-#SBATCH --job-name={job_name}
-#SBATCH --array=1-{n}%{parallel}
-#SBATCH --output={sweep_dir}/slurm-%A_%a.out
-#SBATCH --open-mode=append
-#SBATCH --requeue
-#SBATCH --signal=B:USR2@{warn}
-{resources}
-# One manifest line per array task: run_dir <TAB> record <TAB> command.
-set -u
-cd {root}
-IFS=$'\\t' read -r run_dir record cmd < <(sed -n "${{SLURM_ARRAY_TASK_ID}}p" {manifest})
-mkdir -p "$run_dir"
-rm -f "$run_dir/exit_code"
-log="$run_dir/slurm-${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}.log"
-echo "[$(date -Is)] job $SLURM_JOB_ID start (restart ${{SLURM_RESTART_COUNT:-0}}) on $(hostname): $cmd" >> "$log"
-export PYTHONUNBUFFERED=1
-eval "exec $cmd" >> "$log" 2>&1 &
-child=$!
-# Slurm signals the batch shell (B:USR2, requeue/preemption TERM): pass them on to the run.
-trap 'kill -USR2 $child 2>/dev/null' USR2
-trap 'kill -TERM $child 2>/dev/null' TERM
-wait $child; rc=$?
-while kill -0 $child 2>/dev/null; do wait $child; rc=$?; done
-echo "[$(date -Is)] job $SLURM_JOB_ID exit $rc" >> "$log"
-echo $rc > "$run_dir/exit_code"
-exit $rc
-"""
-
 
 def sweep_dir(sweep: dict, scale: str) -> Path:
+    """Where the sweep's manifests, array scripts and submission notes go."""
     base = Path(os.environ.get("SOLO_OUTPUTS_DIR", ROOT / "outputs"))
     return base / "sweeps" / sweep["name"] / scale
 
@@ -224,8 +197,17 @@ def run_local(sweep: dict, scale: str, jobs: int, *, dry_run: bool = False) -> i
               f"seed={cell['seed']} {' '.join(cell['overrides'])}  log: {log}", flush=True)
         return rc
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return sum(rc != 0 for rc in pool.map(one, todo))
+    finished = []
+    try:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            for rc in pool.map(one, todo):  # on Ctrl-C, map cancels the cells not started
+                finished.append(rc)
+    except KeyboardInterrupt:
+        print(f"interrupted: {len(finished)} of {len(todo)} cells finished and no more start "
+              "(running ones got the Ctrl-C too); run the same command again for the rest "
+              "(resume=auto continues each from its last checkpoint)", file=sys.stderr)
+        raise SystemExit(130) from None
+    return sum(rc != 0 for rc in finished)
 
 
 def positive_int(text: str) -> int:

@@ -178,6 +178,37 @@ def resources(sweep: dict, scale: str, task: str) -> dict:
     return {**(per_scale.get("default") or {}), **(per_scale.get(task) or {})}
 
 
+#: The batch script of one array job: each array task runs one manifest line.
+ARRAY_SCRIPT = """#!/bin/bash
+#SBATCH --job-name={job_name}
+#SBATCH --array=1-{n}%{parallel}
+#SBATCH --output={sweep_dir}/slurm-%A_%a.out
+#SBATCH --open-mode=append
+#SBATCH --requeue
+#SBATCH --signal=B:USR2@{warn}
+{resources}
+# One manifest line per array task: run_dir <TAB> record <TAB> command.
+set -u
+cd {root}
+IFS=$'\\t' read -r run_dir record cmd < <(sed -n "${{SLURM_ARRAY_TASK_ID}}p" {manifest})
+mkdir -p "$run_dir"
+rm -f "$run_dir/exit_code"
+log="$run_dir/slurm-${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}.log"
+echo "[$(date -Is)] job $SLURM_JOB_ID start (restart ${{SLURM_RESTART_COUNT:-0}}) on $(hostname): $cmd" >> "$log"
+export PYTHONUNBUFFERED=1
+eval "exec $cmd" >> "$log" 2>&1 &
+child=$!
+# Slurm signals the batch shell (B:USR2, requeue/preemption TERM): pass them on to the run.
+trap 'kill -USR2 $child 2>/dev/null' USR2
+trap 'kill -TERM $child 2>/dev/null' TERM
+wait $child; rc=$?
+while kill -0 $child 2>/dev/null; do wait $child; rc=$?; done
+echo "[$(date -Is)] job $SLURM_JOB_ID exit $rc" >> "$log"
+echo $rc > "$run_dir/exit_code"
+exit $rc
+"""
+
+
 def sbatch_lines(res: dict) -> str:
     """``#SBATCH`` lines for checked resources (``warn`` goes into ``--signal`` apart)."""
     lines = [f"#SBATCH {SBATCH_FLAGS[k]}={v}" for k, v in res.items() if k in SBATCH_FLAGS]

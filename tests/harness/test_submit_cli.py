@@ -6,8 +6,11 @@ The ``box`` fixture (conftest.py) puts a fake ``sbatch``/``squeue`` that logs ev
 PATH and records training commands instead of starting them: no test here trains.
 """
 
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from harness_utils import ROOT
@@ -96,3 +99,28 @@ def test_conflicting_or_unknown_flags_are_usage_errors(box, capsys, name):
     assert call(["smoke", *argv]) == 2
     assert fix in capsys.readouterr().err.strip().splitlines()[-1]
     assert box.runs == [] and sbatch_calls(box) == [] and files(box) == {}
+
+
+def test_ctrl_c_in_local_starts_no_further_cell(box, monkeypatch, capsys):
+    """Ctrl-C while a cell runs: the cells not yet started never start, one line says how to
+    resume, and the exit status is 130 (as a shell reports an interrupt)."""
+    runs, spy = box.runs, subprocess.run
+
+    def interrupted(cmd, *args, **kwargs):
+        if "run.py" in str(cmd) and not runs:
+            os.kill(os.getpid(), signal.SIGINT)  # the main thread gets it while waiting
+            time.sleep(0.5)
+            runs.append(cmd)
+            return subprocess.CompletedProcess(cmd, 130)
+        return spy(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", interrupted)
+    try:
+        code = call(["smoke", "--local", "1"])
+    except KeyboardInterrupt:  # escaped as a traceback: a test failure, not pytest's abort
+        code = "KeyboardInterrupt"
+    assert len(box.runs) == 1, f"{len(box.runs) - 1} cells started after Ctrl-C"
+    assert code == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("interrupted: ") and "same command" in err[-1]
+    assert sbatch_calls(box) == []
