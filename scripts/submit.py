@@ -34,6 +34,7 @@ from sweep_file import (  # noqa: E402
     ROOT,
     SweepError,
     cells,
+    check_scale,
     known,
     load_sweep,
     resources,
@@ -270,6 +271,7 @@ def main(argv=None) -> None:
                                  f"one of {', '.join(sweep['tasks'])}")
             sweep["tasks"] = [t for t in sweep["tasks"] if t in args.task]
         scale = args.scale or sweep.get("scale", "small")
+        check_scale(sweep, scale)
         if args.status:
             print_status(sweep, scale)
         elif args.local:

@@ -218,7 +218,19 @@ def sbatch_lines(res: dict) -> str:
 
 
 def _one_line(err: Exception) -> str:
-    return " ".join(str(err).split())
+    return " ".join(str(err).split(" Config search path")[0].split())
+
+
+def check_scale(sweep: dict, scale: str) -> None:
+    """Raise :class:`SweepError` unless every task of the sweep has a recipe at ``scale``
+    (``conf/recipe/<task>_<scale>.yaml``)."""
+    for task in sweep["tasks"]:
+        if not (ROOT / "conf" / "recipe" / f"{task}_{scale}.yaml").is_file():
+            have = sorted(p.stem.split("_", 1)[1] for p in (ROOT / "conf" / "recipe").glob(
+                f"{task}_*.yaml"))
+            raise SweepError(f"{task} has no recipe at scale {scale} (no conf/recipe/"
+                             f"{task}_{scale}.yaml); use --scale {' or '.join(have)}, or leave "
+                             f"{task} out with --task")
 
 
 def compose_cells(overrides: list[list[str]], sweep_file: str = "") -> list[tuple[Path, Path]]:

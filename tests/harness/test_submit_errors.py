@@ -90,6 +90,13 @@ def test_unknown_task_filter(box, mode):
                    "--task swim: not in the sweep's tasks; give one of swin, dcn")
 
 
+@pytest.mark.parametrize("mode", list(MODES))
+def test_scale_without_a_recipe_for_a_task(box, mode):
+    assert_refused(box, call(["smoke", "--scale", "medium", *MODES[mode]]),
+                   "swin has no recipe at scale medium (no conf/recipe/swin_medium.yaml); "
+                   "use --scale paper or small or smoke, or leave swin out with --task")
+
+
 @pytest.mark.parametrize("dry", [[], ["--dry-run"]], ids=["", "dry"])
 def test_slurm_scale_without_resources(box, dry):
     assert_refused(box, call(["smoke", "--scale", "paper", *dry]),
