@@ -21,6 +21,8 @@ def test_sweep_names_and_overrides_compose(path):
     for task in sweep["tasks"]:  # every scale the sweep names has resources for every task
         for sc in sweep["resources"]:
             assert submit.sbatch_lines(submit.resources(sweep, sc, task))
+    for sc in {sweep.get("scale", "small"), *sweep["resources"]}:  # ... and a recipe
+        submit.check_scale(sweep, sc)
     # Composing is ~0.1 s a cell: every task and override list, one optimizer and seed.
     grid = {**sweep, "optims": sweep["optims"][-1:], "seeds": sweep["seeds"][:1]}
     cells = submit.cells(grid, sweep.get("scale", "small"))
