@@ -14,6 +14,10 @@ line with ``resume=auto``; its log lands beside the run (``<run_dir>/slurm-<job>
 with its exit code in ``<run_dir>/exit_code``. Preemption: the script asks Slurm for
 ``--signal=B:USR2@<warn>`` and ``--requeue``; the batch shell forwards USR2/TERM to the run,
 which checkpoints (and on USR2 requeues itself); the requeued task resumes.
+
+``--dry-run`` prints what would be submitted (or, with ``--local``, run) and never runs, writes
+or submits anything. A bad flag, sweep file (checked in sweep_file.py) or scale is one line
+naming the problem and the fix, before any cell runs or any job is submitted.
 """
 
 from __future__ import annotations
@@ -261,6 +265,7 @@ def print_status(sweep: dict, scale: str) -> None:
 
 
 def main(argv=None) -> None:
+    """The command line (``argv``, default ``sys.argv[1:]``); see the module docstring."""
     args = parse_args(argv)
     try:
         sweep = load_sweep(args.sweep)
