@@ -1,7 +1,10 @@
 """Fixtures for the harness tests (helpers live in harness_utils.py: tests/solo has its own
 conftest, so `import conftest` would be ambiguous)."""
 
+import os
+import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from harness_utils import SOLO_OPTIM, compose
@@ -24,3 +27,30 @@ def run_smoke(tmp_path):
         return run.main(cfg), Path(cfg.run_dir)
 
     return go
+
+
+@pytest.fixture
+def box(tmp_path, monkeypatch):
+    """For scripts/submit.py: records and outputs in tmp_path, a fake ``sbatch``/``squeue`` first
+    on PATH that logs each call to ``box.calls``, and ``subprocess.run`` of a training command
+    (``run.py``) recorded in ``box.runs`` instead of started."""
+    records, outputs, calls, bin_dir = (tmp_path / n for n in ("records", "outputs", "calls",
+                                                               "bin"))
+    monkeypatch.setenv("SOLO_RECORDS_DIR", str(records))
+    monkeypatch.setenv("SOLO_OUTPUTS_DIR", str(outputs))
+    bin_dir.mkdir()
+    for tool, reply in (("sbatch", "4242"), ("squeue", "")):
+        (bin_dir / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> {calls}\necho {reply}\n')
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    runs, real_run = [], subprocess.run
+
+    def spy(cmd, *args, **kwargs):
+        if "run.py" in str(cmd):
+            runs.append(cmd)
+            return subprocess.CompletedProcess(cmd, 0)
+        return real_run(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", spy)
+    return SimpleNamespace(tmp=tmp_path, records=records, outputs=outputs, calls=calls,
+                           bin=bin_dir, runs=runs)

@@ -1,20 +1,13 @@
 """Sweep files expand into run.py cells (no Slurm needed); adding a YAML adds its test."""
 
-import importlib.util
 import shutil
 from pathlib import Path
 
 import pytest
 from harness_utils import ROOT
+from submit_utils import load_submit
 
 SWEEPS = sorted((ROOT / "scripts" / "sweeps").glob("*.yaml"))
-
-
-def load_submit():
-    spec = importlib.util.spec_from_file_location("submit", ROOT / "scripts" / "submit.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
@@ -28,6 +21,8 @@ def test_sweep_names_and_overrides_compose(path):
     for task in sweep["tasks"]:  # every scale the sweep names has resources for every task
         for sc in sweep["resources"]:
             assert submit.sbatch_lines(submit.resources(sweep, sc, task))
+    for sc in {sweep.get("scale", "small"), *sweep["resources"]}:  # ... and a recipe
+        submit.check_scale(sweep, sc)
     # Composing is ~0.1 s a cell: every task and override list, one optimizer and seed.
     grid = {**sweep, "optims": sweep["optims"][-1:], "seeds": sweep["seeds"][:1]}
     cells = submit.cells(grid, sweep.get("scale", "small"))
@@ -65,9 +60,3 @@ def test_cells_with_records_are_skipped(tmp_path, monkeypatch, capsys):
     assert first["cmd"] not in out
     submit.main(["smoke", "--status"])
     assert capsys.readouterr().out.strip().splitlines()[-1] == "4 cells: 1 done, 3 not submitted"
-
-
-def test_unknown_sweep_names_the_available_ones():
-    submit = load_submit()
-    with pytest.raises(SystemExit, match="available: .*table1"):
-        submit.load_sweep("tabel1")
