@@ -48,12 +48,12 @@ test: test-fast test-cluster ## what CI runs: the fast suite, then the scale-out
 test-fast: setup ## the default test suite (fast, CPU)
 	$(PY) -m pytest -q
 
-test-cluster: setup ## multi-process tests, every paper path on miniature data, the medium scale on the real SmolLM2, the Triton step (interpreter without a GPU), and (as root) a real local Slurm cluster
+test-cluster: setup ## multi-process tests, every paper path on miniature data, the medium scale on the real SmolLM2, the Triton step (interpreter without a GPU), every optimizer of the optim group end to end, and (as root) a real local Slurm cluster
 	@if [ "$$(id -u)" = 0 ]; then \
-	  $(PY) -m pytest -q -m "slurm or distributed or paper or medium or triton"; \
+	  $(PY) -m pytest -q -m "slurm or distributed or paper or medium or triton or optimizers"; \
 	else \
-	  echo "NOTE: not root: running the distributed, paper and triton tests only (the slurm tests start slurmd, which needs root)"; \
-	  $(PY) -m pytest -q -m "distributed or paper or medium or triton"; \
+	  echo "NOTE: not root: running the distributed, paper, medium, triton and optimizers tests only (the slurm tests start slurmd, which needs root)"; \
+	  $(PY) -m pytest -q -m "distributed or paper or medium or triton or optimizers"; \
 	fi
 
 test-all: setup ## every test, slow/slurm/distributed included (gpu ones skip without a GPU)

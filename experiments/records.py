@@ -21,6 +21,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from experiments.jsonable import plain
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -265,7 +267,7 @@ def write_json_atomic(path: Path, obj) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False, default=str)
+            json.dump(plain(obj), f, indent=2, sort_keys=False, default=str)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
@@ -329,9 +331,9 @@ def make_record(cfg, metrics: dict, memory: dict, time_: dict, wandb_path=None,
         "scale": cfg.scale.name,
         "seed": int(cfg.seed),
         "variant": cfg.get("variant") or None,
-        "metrics": metrics,
-        "memory": memory,
-        "time": time_,
+        "metrics": plain(metrics),
+        "memory": plain(memory),
+        "time": plain(time_),
         "provenance": prov,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }

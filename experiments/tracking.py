@@ -8,6 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from experiments import folders
+from experiments.jsonable import plain
 
 
 def progress(total: int, initial: int):
@@ -64,8 +65,10 @@ class Logger:
         return "/".join(str(p) for p in (self.run.entity, self.run.project, self.run.id) if p)
 
     def log(self, data: dict, step: int) -> None:
+        """Append ``data`` (tensors and numpy values become numbers) as the row of ``step``."""
         if not self.enabled:
             return
+        data = plain(data)
         with open(self.history, "a") as f:
             f.write(json.dumps({"step": step, **data}) + "\n")
         if self.run is not None:

@@ -8,24 +8,23 @@ rows into the KeyedJaggedTensor torchrec's EmbeddingBagCollection reads.
 
 - synthetic (smoke): random ids with a planted logistic model, so a few steps already learn.
 - MovieLens-100k (small): recbole's atomic files; rating >= 4 is a click.
-- Criteo (paper): the Kaggle Display Advertising TSV (label, I1-I13, C1-C26).
+- Criteo (paper): the Kaggle Display Advertising TSV (label, I1-I13, C1-C26), parsed into a
+  cache of arrays by experiments.dcn.criteo.
 """
 
-import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from experiments import batching
+from experiments.datacheck import BadData, require_rows
+from experiments.dcn.criteo import criteo_file, criteo_split, load_criteo
 from experiments.errors import DataNotFound
 from experiments.training import epoch_order
 
-log = logging.getLogger(__name__)
-
 ML100K_CACHE = Path(__file__).resolve().parents[2] / "data" / "cache" / "ml-100k"
 ML100K_SPLIT_SEED = 20250502  # the split is fixed, independent of the run seed
-CRITEO_SPLIT_SEED = 20250503
 
 
 # ---------------------------------------------------------------- batches
@@ -78,10 +77,18 @@ def synthetic(n: int, seed: int = 1234) -> dict:
 # ---------------------------------------------------------------- MovieLens-100k (small)
 
 
-def read_atomic(path: Path) -> dict[str, list[str]]:
-    """A recbole atomic file: tab-separated, a header of `name:type` fields; columns by name."""
+ML100K_FIX = "re-fetch it with `scripts/get_movielens.sh DIR` and pass task.data_dir=DIR"
+
+
+def read_atomic(path: Path, required=()) -> dict[str, list[str]]:
+    """A recbole atomic file: tab-separated, a header of `name:type` fields; columns by name.
+    BadData names the file and the first column of ``required`` its header lacks."""
     with open(path, encoding="utf-8", errors="replace") as f:
         header = [h.split(":")[0] for h in f.readline().rstrip("\n").split("\t")]
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise BadData(f"{path}: no {missing[0]!r} column in its header "
+                          f"({', '.join(h for h in header if h) or 'empty'}); {ML100K_FIX}")
         cols = {h: [] for h in header}
         for line in f:
             if not line.strip():
@@ -119,15 +126,15 @@ def load_movielens(data_dir=None) -> dict:
     """All 100,000 ratings as click rows: user (id, age group, gender, occupation) and item
     (id, genres as a multi-id feature, release year) features; dense: age and year, scaled."""
     where = ml100k_dir(data_dir)
-    inter = read_atomic(where / "ml-100k.inter")
-    users = read_atomic(where / "ml-100k.user")
-    items = read_atomic(where / "ml-100k.item")
+    inter = read_atomic(where / "ml-100k.inter", ("user_id", "item_id", "rating"))
+    users = read_atomic(where / "ml-100k.user", ("user_id", "age", "gender", "occupation"))
+    items = read_atomic(where / "ml-100k.item", ("item_id", "release_year", "class"))
 
     uid, iid = vocab(users["user_id"]), vocab(items["item_id"])
     occupation, gender = vocab(users["occupation"]), vocab(users["gender"])
     year_vocab = vocab(items["release_year"])
     genre_vocab = vocab(g for row in items["class"] for g in row.split())
-    max_genres = max(len(row.split()) for row in items["class"])
+    max_genres = max((len(row.split()) for row in items["class"]), default=0)
 
     # Per-user and per-item rows first (index = id), then gathered for every rating.
     n_users, n_items = len(uid) + 1, len(iid) + 1
@@ -152,7 +159,10 @@ def load_movielens(data_dir=None) -> dict:
 
     u = torch.tensor([uid.get(x, 0) for x in inter["user_id"]])
     i = torch.tensor([iid.get(x, 0) for x in inter["item_id"]])
-    rating = torch.tensor([float(r) for r in inter["rating"]])
+    try:
+        rating = torch.tensor([float(r) for r in inter["rating"]])
+    except ValueError as e:
+        raise BadData(f"{where / 'ml-100k.inter'}: rating column: {e}; {ML100K_FIX}") from None
     return {
         "dense": torch.stack([user_age[u], item_year_dense[i]], 1),
         "sparse": {
@@ -176,96 +186,28 @@ def random_split(n: int, fractions, seed: int) -> list[torch.Tensor]:
     return [order[a:b].sort().values for a, b in zip(cuts[:-1], cuts[1:])]
 
 
-# ---------------------------------------------------------------- Criteo (paper)
-
-
-CRITEO_INTS, CRITEO_CATS = 13, 26
-
-
-def criteo_file(data_dir) -> Path:
-    root = Path(data_dir) if data_dir else None
-    candidates = [root] if root and root.is_file() else [
-        root / name for name in ("train.txt", "train.tsv", "dac_train.txt")] if root else []
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise DataNotFound(
-        f"Criteo TSV not found: {root or 'task.data_dir=null'} (looked for "
-        f"{', '.join(str(c) for c in candidates) or 'a file'}). Get the Kaggle Display "
-        "Advertising Challenge data (https://ailab.criteo.com/ressources/, dac.tar.gz: "
-        "train.txt, tab-separated label, I1-I13, C1-C26) and pass task.data_dir=DIR or the "
-        "file itself."
-    )
-
-
-def load_criteo(data_dir, min_count: int, cache_dir=None) -> dict:
-    """The usual preprocessing: missing ints -> 0, then log(1 + max(x, 0)); categories seen
-    fewer than min_count times -> OOV id 0 (missing too). Cached as .npy next to the data (or in
-    cache_dir) since parsing 45M lines takes a while. Rows stay in file (time) order."""
-    import pandas as pd
-
-    path = criteo_file(data_dir)
-    cache = Path(cache_dir) if cache_dir else path.parent / f"{path.stem}_dcn_min{min_count}"
-    if not (cache / "done").exists():
-        names = ["label"] + [f"I{k}" for k in range(1, CRITEO_INTS + 1)] + \
-                [f"C{k}" for k in range(1, CRITEO_CATS + 1)]
-        cats = names[1 + CRITEO_INTS :]
-        read = dict(sep="\t", header=None, names=names, chunksize=2_000_000,
-                    dtype={c: "string" for c in cats})
-        counts = {c: None for c in cats}  # pass 1: category frequencies
-        for chunk in pd.read_csv(path, **read):
-            for c in cats:
-                vc = chunk[c].value_counts()
-                counts[c] = vc if counts[c] is None else counts[c].add(vc, fill_value=0)
-        maps = {c: pd.Series(np.arange(1, int((v >= min_count).sum()) + 1),
-                             index=v[v >= min_count].index) for c, v in counts.items()}
-        labels, dense, sparse = [], [], []  # pass 2: encode
-        for chunk in pd.read_csv(path, **read):
-            labels.append(chunk["label"].to_numpy(np.float32))
-            ints = chunk[names[1 : 1 + CRITEO_INTS]].fillna(0).to_numpy(np.float32)
-            dense.append(np.log1p(np.maximum(ints, 0)))
-            sparse.append(np.stack([chunk[c].map(maps[c]).fillna(0).to_numpy(np.int64)
-                                    for c in cats], 1).astype(np.int32))
-        cache.mkdir(parents=True, exist_ok=True)
-        np.save(cache / "label.npy", np.concatenate(labels))
-        np.save(cache / "dense.npy", np.concatenate(dense))
-        np.save(cache / "sparse.npy", np.concatenate(sparse))
-        np.save(cache / "cardinality.npy", np.array([len(maps[c]) + 1 for c in cats]))
-        (cache / "done").write_text(str(path) + "\n")
-        log.info("Criteo preprocessed into %s", cache)
-    sparse = torch.from_numpy(np.load(cache / "sparse.npy"))
-    cards = np.load(cache / "cardinality.npy").tolist()
-    return {"dense": torch.from_numpy(np.load(cache / "dense.npy")),
-            "label": torch.from_numpy(np.load(cache / "label.npy")),
-            # int32 columns keep 45M x 26 ids at ~4.8 GB; batches are cast to long
-            "sparse": {f"C{k + 1}": sparse[:, k : k + 1] for k in range(CRITEO_CATS)},
-            "cardinality": {f"C{k + 1}": int(c) for k, c in enumerate(cards)}}
-
-
-def criteo_split(n: int) -> list[torch.Tensor]:
-    """DCN paper (Wang et al. 2017): the first 6 of the 7 days train; the 7th day is split at
-    random into validation and test halves. Days are taken as equal sevenths of the file."""
-    cut = n * 6 // 7
-    last = cut + torch.randperm(n - cut, generator=torch.Generator().manual_seed(CRITEO_SPLIT_SEED))
-    half = (n - cut) // 2
-    return [torch.arange(cut), last[:half].sort().values, last[half:].sort().values]
-
-
-
 def load_splits(cfg, hp) -> tuple[dict, dict, dict]:
-    """(train, val, test) tables; every split is fixed, whatever the run seed."""
+    """(train, val, test) tables; every split is fixed, whatever the run seed. Refused before
+    training (BadData) when the training split cannot fill one global batch or the
+    validation or test split is empty."""
     if hp.data == "synthetic":
-        table = synthetic(hp.n_train + 2 * hp.n_test)
+        table, source = synthetic(hp.n_train + 2 * hp.n_test), "synthetic data (scale.n_train)"
         idx = list(torch.arange(len(table["label"])).split([hp.n_train, hp.n_test, hp.n_test]))
     elif hp.data == "movielens_100k":
-        table = load_movielens(cfg.task.data_dir)
+        table, source = load_movielens(cfg.task.data_dir), ml100k_dir(cfg.task.data_dir)
         idx = random_split(len(table["label"]), hp.split, ML100K_SPLIT_SEED)
     elif hp.data == "criteo":
         table = load_criteo(cfg.task.data_dir, hp.min_count, cfg.task.get("cache_dir"))
+        source = criteo_file(cfg.task.data_dir)
         idx = criteo_split(len(table["label"]))
     else:
         raise ValueError(f"scale.data={hp.data!r}; expected synthetic, "
                          "movielens_100k or criteo")
+    for name, rows in zip(("validation", "test"), idx[1:]):
+        if len(rows) == 0:
+            raise BadData(f"{source} gives {len(table['label'])} rows, too few for a "
+                          f"{name} split; give more rows")
+    require_rows(len(idx[0]), hp.batch_size, "training rows", source)
     return tuple(split(table, i) for i in idx)
 
 

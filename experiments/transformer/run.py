@@ -51,6 +51,8 @@ def main(cfg: DictConfig) -> dict | None:
         batches = data.token_batches(data.pair_lengths(train), plan.micro)
         valid_batches = data.token_batches(data.pair_lengths(valid), plan.micro)
         steps_per_epoch = len(batches) // (world * plan.accum)
+        data.check_batches(len(batches), world * plan.accum,
+                           cfg.task.data_dir if hp.data == "folder" else f"scale.data={hp.data}")
         # max_steps: the paper counts steps (100k for the base model), not epochs.
         total = min(hp.epochs * steps_per_epoch, hp.get("max_steps") or hp.epochs * steps_per_epoch)
         log.info("%d/%d/%d pairs, vocab %d, %d batches of <= %d tokens per epoch, %d steps",

