@@ -89,7 +89,7 @@ def supports(codec_m: Codec, codec_v: Codec, p: torch.Tensor) -> bool:
         return False
     if not (isinstance(codec_m, BlockCodec) and codec_m.signed and not codec_m.stochastic):
         return False
-    if isinstance(codec_v, LogCodec):
+    if isinstance(codec_v, LogCodec) and getattr(codec_v, "fused_kernel", True):
         block_v = codec_v.block_size
     elif isinstance(codec_v, BlockCodec) and not codec_v.signed and not codec_v.stochastic:
         block_v = codec_v.block_size

@@ -527,7 +527,8 @@ class AdamW(_QuantizedAdam):
 
     - ``bits``: bits per element: 2, 3, 4, 8 for quantizers, 16 for ``bf16``, 32 for ``none``.
     - ``quantizers``: ``none``, ``bf16``, ``linear``, ``linear-sr``, ``de``, ``de-sr``,
-      ``log`` (SOLO; v only), ``rank1-linear`` (Li et al.; v only).
+      ``log`` (SOLO; v only), ``log-unbiased`` (as ``log``, rounding unbiased in value; v
+      only; :mod:`solo.log_unbiased`), ``rank1-linear`` (Li et al.; v only).
     - ``block_size``: elements per block sharing one fp32 scale (and alpha for ``log``); a
       tensor smaller than a block is one block of its own size (no padding).
     - ``quantile``: p of the log quantizer's per-block p-quantile (0 < p < 1).

@@ -66,6 +66,8 @@ def supports(codec_m: Codec, codec_v: Codec, p: torch.Tensor) -> bool:
         return False  # tensor subclasses (DTensor shards, ...): data_ptr is not the data
     if not (isinstance(codec_m, BlockCodec) and codec_m.signed and not codec_m.stochastic):
         return False
+    if not getattr(codec_v, "fused_kernel", True):
+        return False  # log-unbiased: its rounding is not in the kernel
     if not (isinstance(codec_v, LogCodec) or (isinstance(codec_v, BlockCodec)
                                               and not codec_v.signed
                                               and not codec_v.stochastic)):
