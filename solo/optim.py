@@ -27,7 +27,7 @@ from .codecs import Codec, FullCodec, make_codec
 from .distributed import local
 from .validation import check_format, check_group, format_of
 
-__all__ = ["AdamW", "AdaBelief"]
+__all__ = ["AdamW", "Adam", "AdaBelief"]
 
 _STATES = ("exp_avg", "exp_avg_sq")
 # Group knobs a checkpoint written before they existed may lack (load_state_dict fills them).
@@ -40,6 +40,9 @@ _REQUIRED_KEYS = ("params", "lr", "betas", "eps", "weight_decay", "bits", "quant
 
 class _QuantizedAdam(torch.optim.Optimizer):
     _belief = False
+    # Adam's L2 decay: weight_decay * p joins the gradient (so m and v see it) instead of the
+    # decoupled p *= 1 - lr * weight_decay
+    _l2 = False
 
     def __init__(self, params, lr, betas, eps, weight_decay, *, bits, quantizers, block_size,
                  quantile, min_quantizable_size, seed, fused, **extra):
@@ -272,6 +275,9 @@ class _QuantizedAdam(torch.optim.Optimizer):
         grads = [local(p.grad) for p in params]
         grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
         params = [local(p) for p in params]
+        if self._l2 and wd != 0:
+            grads = [g.add(p, alpha=wd) for g, p in zip(grads, params)]
+            wd = 0.0
         torch._foreach_add_(steps, 1)
         if states[0]["exp_avg"].dtype == torch.float32:
             torch._fused_adamw_(params, grads, [st["exp_avg"] for st in states],
@@ -324,6 +330,8 @@ class _QuantizedAdam(torch.optim.Optimizer):
         step = state["step"].item()
         gen = self._generator_of(p)
         p, grad = local(p), local(p.grad)
+        if self._l2 and wd != 0:
+            grad, wd = grad.float().add(p.float(), alpha=wd), 0.0
         if kernel:
             # One 63-bit key per tensor per step from the optimizer's generator: the kernel's
             # SR draws are a function of (key, element), so resuming is exact.
@@ -380,12 +388,15 @@ class _QuantizedAdam(torch.optim.Optimizer):
             # step's one-at-a-time draws; kept on the device (no sync)
             keys = (torch.randint(0, 2**63 - 1, (len(ps),), generator=gen, device=device)
                     if codec_v.stochastic else None)
+            grads = [p.grad.contiguous() for p in ps]
+            if self._l2 and wd != 0:
+                grads = [g.float().add(p.float(), alpha=wd) for g, p in zip(grads, ps)]
             triton_step.step(
-                ps, [p.grad.contiguous() for p in ps],
+                ps, grads,
                 [self._fields(self.state[p], "exp_avg", codec_m) for p in ps],
                 [self._fields(self.state[p], "exp_avg_sq", codec_v) for p in ps],
-                codec_m, codec_v, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=wd,
-                bc1s=[1 - beta1**t for t in steps],
+                codec_m, codec_v, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                weight_decay=0.0 if self._l2 else wd, bc1s=[1 - beta1**t for t in steps],
                 bc2s=[math.sqrt(1 - beta2**t) for t in steps], belief=self._belief,
                 belief_eps=eps_s, keys=keys)
 
@@ -553,6 +564,25 @@ class AdamW(_QuantizedAdam):
     ``min_quantizable_size`` and ``seed`` cannot change once a group holds states.
     With both quantizers ``none`` it computes what ``torch.optim.AdamW`` computes.
     """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *,
+                 bits=(4, 2), quantizers=("de", "log"), block_size=128, quantile=0.1,
+                 min_quantizable_size=0, seed=None, fused=None, check_finite=True):
+        super().__init__(params, lr, betas, eps, weight_decay, bits=bits, quantizers=quantizers,
+                         block_size=block_size, quantile=quantile,
+                         min_quantizable_size=min_quantizable_size, seed=seed, fused=fused,
+                         check_finite=check_finite)
+
+
+class Adam(_QuantizedAdam):
+    """Adam with L2 weight decay (``weight_decay * p`` added to the gradient, as
+    ``torch.optim.Adam`` and the reference SOLO code's ``AdamQ`` do) and quantized states.
+
+    The update rule, knobs and fused paths are :class:`AdamW`'s; only the weight decay differs.
+    With both quantizers ``none`` it computes what ``torch.optim.Adam`` computes.
+    """
+
+    _l2 = True
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *,
                  bits=(4, 2), quantizers=("de", "log"), block_size=128, quantile=0.1,
