@@ -81,6 +81,7 @@ def peers() -> dict:
         p, lr=1e-3, quantizers=("de", "log-unbiased"))
     out["adam_solo_4_2bit"] = lambda p: solo.Adam(p, lr=1e-3, betas=(0.818, 0.999),
                                                   weight_decay=1e-2, bits=(4, 2))
+    out["adafactor_4_2bit"] = lambda p: solo.Adafactor(p, bits=(4, 2), quantizers=("de", "log"))
     return out
 
 

@@ -9,12 +9,13 @@ Implements SOLO (Xu et al., arXiv 2505.00347) and the 4-bit optimizers of Li et 
 """
 
 from . import codebooks, codecs, memory, momentum, packing, presets
+from .adafactor import Adafactor
 from .memory import estimate_state_bytes, state_bytes
 from .optim import AdaBelief, Adam, AdamW
 from .presets import PRESETS
 from .qtensor import QuantizedTensor, quantize
 
 __version__ = "0.1.0"
-__all__ = ["AdamW", "Adam", "AdaBelief", "quantize", "QuantizedTensor", "state_bytes",
+__all__ = ["AdamW", "Adam", "AdaBelief", "Adafactor", "quantize", "QuantizedTensor", "state_bytes",
            "estimate_state_bytes", "PRESETS", "codebooks", "codecs", "memory", "momentum",
            "packing", "presets"]

@@ -43,6 +43,9 @@ class _QuantizedAdam(torch.optim.Optimizer):
     # Adam's L2 decay: weight_decay * p joins the gradient (so m and v see it) instead of the
     # decoupled p *= 1 - lr * weight_decay
     _l2 = False
+    # the group keys every checkpoint has, and those an older checkpoint may lack
+    _required_keys = _REQUIRED_KEYS
+    _new_keys = _NEW_KEYS
 
     def __init__(self, params, lr, betas, eps, weight_decay, *, bits, quantizers, block_size,
                  quantile, min_quantizable_size, seed, fused, **extra):
@@ -53,7 +56,7 @@ class _QuantizedAdam(torch.optim.Optimizer):
                         quantizers=quantizers, block_size=block_size, quantile=quantile,
                         min_quantizable_size=min_quantizable_size, seed=seed, fused=fused,
                         **extra)
-        check_group(defaults, self._belief)
+        self._check_group(defaults)
         self._generators: dict[str, torch.Generator] = {}
         # group index -> its state-format knobs, once the group holds states
         self._formats: dict[int, dict] = {}
@@ -81,18 +84,22 @@ class _QuantizedAdam(torch.optim.Optimizer):
                 raise ValueError("complex parameters are not supported; "
                                  "use torch.view_as_real(param)")
         where = f"param_groups[{len(self.param_groups)}]"
-        check_group(group, self._belief, where)
+        self._check_group(group, where)
         if self.param_groups and group["seed"] != self.param_groups[0]["seed"]:
             raise ValueError(f"{where}: seed {group['seed']!r} differs from param_groups[0]'s "
                              f"{self.param_groups[0]['seed']!r}; the SR generator is per "
                              f"optimizer: give every group the same seed")
         super().add_param_group(group)
 
+    def _check_group(self, group: dict, where: str = "") -> None:
+        """Validate (and normalise) one group's knobs; ``where`` prefixes the message."""
+        check_group(group, self._belief, where)
+
     def _check_groups(self) -> None:
         """Re-validate every group (they may have been edited since the last step)."""
         for gi, group in enumerate(self.param_groups):
             where = f"param_groups[{gi}]"
-            check_group(group, self._belief, where)
+            self._check_group(group, where)
             if gi in self._formats:
                 check_format(self._formats[gi], group, where)
             if group["seed"] != self.param_groups[0]["seed"]:
@@ -474,16 +481,16 @@ class _QuantizedAdam(torch.optim.Optimizer):
         out = []
         for gi, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
             where = f"param_groups[{gi}]"
-            for key in _REQUIRED_KEYS:
+            for key in self._required_keys:
                 if key not in saved:
                     raise ValueError(f"checkpoint {where} lacks the field {key!r}; it is not a "
                                      f"state dict of this optimizer (or was edited)")
             saved = dict(saved)
-            for key in _NEW_KEYS:
+            for key in self._new_keys:
                 if key in group and key not in saved:
                     # eps_in_s: AdaBelief added eps to s before the knob existed
                     saved[key] = True if key == "eps_in_s" else group[key]
-            check_group(saved, self._belief, f"checkpoint {where}")
+            self._check_group(saved, f"checkpoint {where}")
             for key in ("bits", "quantizers", "block_size", "quantile", "min_quantizable_size"):
                 if saved[key] != group[key]:
                     raise ValueError(f"checkpoint mismatch in {where} field {key!r}: "
