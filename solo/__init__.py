@@ -12,10 +12,11 @@ from . import codebooks, codecs, memory, momentum, packing, presets
 from .adafactor import Adafactor
 from .memory import estimate_state_bytes, state_bytes
 from .optim import AdaBelief, Adam, AdamW
+from .overrides import keep_fp32
 from .presets import PRESETS
 from .qtensor import QuantizedTensor, quantize
 
 __version__ = "0.1.0"
 __all__ = ["AdamW", "Adam", "AdaBelief", "Adafactor", "quantize", "QuantizedTensor", "state_bytes",
-           "estimate_state_bytes", "PRESETS", "codebooks", "codecs", "memory", "momentum",
+           "estimate_state_bytes", "keep_fp32", "PRESETS", "codebooks", "codecs", "memory", "momentum",
            "packing", "presets"]

@@ -67,15 +67,19 @@ def estimate_state_bytes(model: torch.nn.Module, preset: str | None = None, *,
     """The state bytes :func:`state_bytes` will report after the first step, without steps.
 
     ``model`` may live on the meta device (nothing is allocated). Give a ``preset`` name
-    (``solo.PRESETS``) and/or keyword arguments of ``optimizer`` (default :class:`solo.AdamW`;
+    (``solo.PRESETS``), ``keep_fp32=`` name patterns, and/or keyword arguments of ``optimizer`` (default :class:`solo.AdamW`;
     any solo optimizer: :class:`solo.Adafactor`, ...) (bits, quantizers, ...).
     Trainable parameters only. For a model sharded with FSDP2 (DTensor parameters, meta
     or not) it is this rank's bytes, with the per-shard block layout the optimizer will use.
     """
     from .optim import AdamW
+    from .overrides import keep_fp32
     from .presets import PRESETS
 
+    keep = optimizer_kwargs.pop("keep_fp32", None)
     params = [p for p in model.parameters() if p.requires_grad]
+    if keep:
+        params = keep_fp32([(n, p) for n, p in model.named_parameters() if p.requires_grad], keep)
     opt = (PRESETS[preset](params, **optimizer_kwargs) if preset
            else (optimizer or AdamW)(params, **optimizer_kwargs))
     out = {"quantized": 0, "full_precision": 0}

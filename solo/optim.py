@@ -25,6 +25,7 @@ import torch
 from . import distributed, fused, triton_step
 from .codecs import Codec, FullCodec, make_codec
 from .distributed import local
+from .overrides import check_names
 from .validation import check_format, check_group, format_of
 
 __all__ = ["AdamW", "Adam", "AdaBelief"]
@@ -475,6 +476,7 @@ class _QuantizedAdam(torch.optim.Optimizer):
     def _saved_groups(self, state_dict) -> list[dict]:
         """The checkpoint's groups, validated, with knobs newer than it filled in."""
         saved_groups = state_dict["param_groups"]
+        check_names(saved_groups, self.param_groups)  # names the parameter (keep_fp32)
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(f"loaded state dict has {len(saved_groups)} parameter groups, "
                              f"this optimizer has {len(self.param_groups)} (field: param_groups)")
