@@ -34,6 +34,7 @@ import math
 import torch
 
 from . import distributed
+from .bf16_sr import round_into_
 from .codecs import Codec, make_codec
 from .optim import _QuantizedAdam
 from .validation import check_group
@@ -55,23 +56,24 @@ class Adafactor(_QuantizedAdam):
     coefficient, as the reference's), and the quantization knobs of :class:`solo.AdamW`
     (``bits``, ``quantizers``, ``block_size``, ``quantile``, ``min_quantizable_size`` compared
     with each state's own size, ``seed``, ``check_finite``), the first of each pair for
-    ``exp_avg``, the second for the variance states.
+    ``exp_avg``, the second for the variance states; ``bf16_stochastic_round`` as AdamW's.
     """
 
     _required_keys = _REQUIRED
-    _new_keys = ("seed", "check_finite")
+    _new_keys = ("seed", "check_finite", "bf16_stochastic_round")
 
     def __init__(self, params, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0,
                  weight_decay=0.0, *, maximize=False, beta1=None, bits=(4, 2),
                  quantizers=("de", "log"), block_size=128, quantile=0.1,
-                 min_quantizable_size=0, seed=None, check_finite=True):
+                 min_quantizable_size=0, seed=None, check_finite=True,
+                 bf16_stochastic_round=False):
         if seed is None:
             seed = torch.initial_seed()
         defaults = dict(lr=lr, beta2_decay=beta2_decay, eps=eps, d=d,
                         weight_decay=weight_decay, maximize=maximize, beta1=beta1, bits=bits,
                         quantizers=quantizers, block_size=block_size, quantile=quantile,
                         min_quantizable_size=min_quantizable_size, seed=seed,
-                        check_finite=check_finite)
+                        check_finite=check_finite, bf16_stochastic_round=bf16_stochastic_round)
         self._check_group(defaults)
         self._generators: dict[str, torch.Generator] = {}
         self._formats: dict[int, dict] = {}
@@ -100,6 +102,9 @@ class Adafactor(_QuantizedAdam):
         b1 = group["beta1"]
         if not (b1 is None or (_real(b1) and 0.0 <= b1 < 1.0)):
             raise ValueError(f"{at}Invalid beta1: {b1!r}; allowed: None or [0, 1)")
+        sr = group.setdefault("bf16_stochastic_round", False)
+        if not isinstance(sr, bool):
+            raise ValueError(f"{at}Invalid bf16_stochastic_round: {sr!r}; allowed: True, False")
         if not isinstance(group["maximize"], bool):
             raise ValueError(f"{at}Invalid maximize: {group['maximize']!r}; allowed: True, False")
 
@@ -231,7 +236,9 @@ class Adafactor(_QuantizedAdam):
             m.lerp_(update.mul_(alpha / denom), 1 - group["beta1"])
             p32.sub_(m)
             cm.encode(m, fm, gen)
-        if p32 is not p:
+        if self._rounds_bf16(group, p):
+            round_into_(p, p32, gen)
+        elif p32 is not p:
             p.copy_(p32)
 
 

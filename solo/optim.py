@@ -23,6 +23,7 @@ import math
 import torch
 
 from . import distributed, fused, triton_step
+from .bf16_sr import round_into_
 from .codecs import Codec, FullCodec, make_codec
 from .distributed import local
 from .overrides import check_names
@@ -32,7 +33,7 @@ __all__ = ["AdamW", "Adam", "AdaBelief"]
 
 _STATES = ("exp_avg", "exp_avg_sq")
 # Group knobs a checkpoint written before they existed may lack (load_state_dict fills them).
-_NEW_KEYS = ("seed", "fused", "eps_in_s", "check_finite")
+_NEW_KEYS = ("seed", "fused", "eps_in_s", "check_finite", "bf16_stochastic_round")
 # elements per foreach chunk of the bf16-state step (its fp32 temporaries: ~3 x 4 MiB)
 _CHUNK = 2**20
 _REQUIRED_KEYS = ("params", "lr", "betas", "eps", "weight_decay", "bits", "quantizers",
@@ -95,6 +96,16 @@ class _QuantizedAdam(torch.optim.Optimizer):
     def _check_group(self, group: dict, where: str = "") -> None:
         """Validate (and normalise) one group's knobs; ``where`` prefixes the message."""
         check_group(group, self._belief, where)
+        sr = group.setdefault("bf16_stochastic_round", False)
+        if not isinstance(sr, bool):
+            raise ValueError(f"{where + ': ' if where else ''}Invalid bf16_stochastic_round: "
+                             f"{sr!r}; allowed: True, False")
+
+    @staticmethod
+    def _rounds_bf16(group, p) -> bool:
+        """Whether ``p``'s weight update is rounded stochastically (a bf16 parameter of a group
+        with ``bf16_stochastic_round``)."""
+        return group["bf16_stochastic_round"] and p.dtype == torch.bfloat16
 
     def _check_groups(self) -> None:
         """Re-validate every group (they may have been edited since the last step)."""
@@ -236,6 +247,11 @@ class _QuantizedAdam(torch.optim.Optimizer):
         (the eager loop)."""
         if p.device.type == "meta":
             return "meta"
+        if self._rounds_bf16(group, p):
+            if group["fused"]:
+                raise RuntimeError("fused=True but bf16_stochastic_round has no fused step (its "
+                                   "bf16 parameters take the reference step); use fused=None")
+            return "reference"
         codec_m, codec_v = self.codecs(group, p)
         if self._torch_fused(group, p, codec_m, codec_v):
             return "torch"
@@ -369,11 +385,14 @@ class _QuantizedAdam(torch.optim.Optimizer):
         bc2_sqrt = math.sqrt(1 - beta2**step)
         denom = (v.sqrt() / bc2_sqrt).add_(eps)
         p32.addcdiv_(m, denom, value=-lr / bc1)
-        if p32 is not p:
+        sr = self._rounds_bf16(group, p)
+        if p32 is not p and not sr:
             p.copy_(p32)
         # The update used the fresh fp32 m and v; only now are they requantized.
         codec_m.encode(m, fm, gen)
         codec_v.encode(v, fv, gen)
+        if sr:  # after the states' draws, so they are those of a run without it
+            round_into_(p, p32, gen)
 
     def _triton_step(self, group, params) -> None:
         """The quantized step of ``params`` (one group, one format) in one Triton launch per
@@ -425,6 +444,7 @@ class _QuantizedAdam(torch.optim.Optimizer):
                              else torch.initial_seed())
             group.setdefault("fused", None)
             group.setdefault("check_finite", True)
+            group.setdefault("bf16_stochastic_round", False)
             if self._belief:
                 group.setdefault("eps_in_s", True)
         self._formats = dict(formats)
@@ -567,6 +587,11 @@ class AdamW(_QuantizedAdam):
       reaches the states; leave it to AMP's GradScaler or a finite-loss check). On a
       memory-bound CPU the read costs ~13-42% of a fp32 step; the presets with fp32/bf16
       states default to ``False``, the block-quantized ones to ``True``.
+    - ``bf16_stochastic_round``: for bfloat16 parameters (no fp32 master copy), round the
+      updated weight to bf16 stochastically (unbiased; :mod:`solo.bf16_sr`) instead of to
+      nearest, which drops updates below half a bf16 ulp; draws from the optimizer's own
+      generator (checkpoints stay exact). Such parameters take the reference step. No effect
+      on fp32 parameters.
 
     Every knob is validated in the constructor, ``add_param_group``, ``load_state_dict`` and
     again at each ``step()``; ``bits``, ``quantizers``, ``block_size``,
@@ -576,11 +601,12 @@ class AdamW(_QuantizedAdam):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *,
                  bits=(4, 2), quantizers=("de", "log"), block_size=128, quantile=0.1,
-                 min_quantizable_size=0, seed=None, fused=None, check_finite=True):
+                 min_quantizable_size=0, seed=None, fused=None, check_finite=True,
+                 bf16_stochastic_round=False):
         super().__init__(params, lr, betas, eps, weight_decay, bits=bits, quantizers=quantizers,
                          block_size=block_size, quantile=quantile,
                          min_quantizable_size=min_quantizable_size, seed=seed, fused=fused,
-                         check_finite=check_finite)
+                         check_finite=check_finite, bf16_stochastic_round=bf16_stochastic_round)
 
 
 class Adam(_QuantizedAdam):
@@ -595,11 +621,12 @@ class Adam(_QuantizedAdam):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *,
                  bits=(4, 2), quantizers=("de", "log"), block_size=128, quantile=0.1,
-                 min_quantizable_size=0, seed=None, fused=None, check_finite=True):
+                 min_quantizable_size=0, seed=None, fused=None, check_finite=True,
+                 bf16_stochastic_round=False):
         super().__init__(params, lr, betas, eps, weight_decay, bits=bits, quantizers=quantizers,
                          block_size=block_size, quantile=quantile,
                          min_quantizable_size=min_quantizable_size, seed=seed, fused=fused,
-                         check_finite=check_finite)
+                         check_finite=check_finite, bf16_stochastic_round=bf16_stochastic_round)
 
 
 class AdaBelief(_QuantizedAdam):
@@ -619,8 +646,9 @@ class AdaBelief(_QuantizedAdam):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *,
                  bits=(4, 2), quantizers=("de", "log"), block_size=128, quantile=0.1,
                  min_quantizable_size=0, seed=None, fused=None, eps_in_s=True,
-                 check_finite=True):
+                 check_finite=True, bf16_stochastic_round=False):
         super().__init__(params, lr, betas, eps, weight_decay, bits=bits, quantizers=quantizers,
                          block_size=block_size, quantile=quantile,
                          min_quantizable_size=min_quantizable_size, seed=seed, fused=fused,
-                         eps_in_s=eps_in_s, check_finite=check_finite)
+                         eps_in_s=eps_in_s, check_finite=check_finite,
+                         bf16_stochastic_round=bf16_stochastic_round)
