@@ -15,7 +15,8 @@ loop that handles the rest, and the same bits (tested). Differences from the ref
   it: 100% of code bytes on the tested shapes here).
 - the per-block p-quantile is exact (the same order statistics as torch.quantile), found
   without sorting: per lane the two smallest positive entries bound a short candidate list.
-- supported: m with ``de``/``linear`` (nearest), v with ``de``/``linear`` (nearest) or ``log``,
+- supported: m with ``de``/``linear`` (nearest), v with ``de``/``linear`` (nearest) or ``log``
+  (not ``log-unbiased``, whose rounding the kernel lacks),
   equal block sizes that are a multiple of 8, fp32 contiguous CPU parameters. Anything else, or
   a machine where the extension cannot be built (no C++ compiler), uses the reference.
 """
