@@ -55,9 +55,15 @@ def build_optimizer(cfg, params, *, lr, betas, eps, weight_decay):
 
     A null beta1 means the optimizer's own default (``Preset.beta1``: SOLO's precision rule
     for the SOLO presets, 0.9 for the others); ``cfg.beta1`` replaces the task's.
+    ``+optim.keep_fp32=[embed,norm]`` keeps the parameters whose names contain one of those at
+    fp32 states (solo presets; the groups' ``param_names`` give the names); without it the
+    names are dropped and the optimizer gets the groups as before.
     """
     from hydra.utils import instantiate
 
+    if not cfg.optim.get("keep_fp32"):
+        params = [{k: v for k, v in g.items() if k != "param_names"} if isinstance(g, dict)
+                  else g for g in params]
     betas = tuple(betas)
     if cfg.get("beta1") is not None:
         betas = (float(cfg.beta1), betas[1])

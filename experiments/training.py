@@ -7,18 +7,21 @@ import torch
 
 def param_groups(model: torch.nn.Module, weight_decay: float, skip: set[str] = frozenset()):
     """Two groups: decay for weight matrices; none for biases, norms (1-D) and names in `skip`
-    (e.g. timm's position-bias tables), as in the Swin and most transformer recipes."""
-    decay, no_decay = [], []
+    (e.g. timm's position-bias tables), as in the Swin and most transformer recipes. Each
+    lists its ``param_names`` (torch.optim's key), which `optim.keep_fp32` matches."""
+    decay, no_decay = ([], []), ([], [])
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         if p.ndim <= 1 or name.endswith(".bias") or any(s in name for s in skip):
-            no_decay.append(p)
+            target = no_decay
         else:
-            decay.append(p)
+            target = decay
+        target[0].append(p)
+        target[1].append(name)
     return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": decay[0], "param_names": decay[1], "weight_decay": weight_decay},
+        {"params": no_decay[0], "param_names": no_decay[1], "weight_decay": 0.0},
     ]
 
 

@@ -76,6 +76,12 @@ def peers() -> dict:
     # torch's fused kernel; adamw32 itself runs without it, as torch.optim.AdamW does
     out["adamw32_checked"] = lambda p: solo.PRESETS["adamw32"](p, lr=1e-3, check_finite=True)
     out["solow_4_2bit"] = solow_adapter.adamw_4_2bit
+    # optimizers and quantizers without a preset (log-unbiased: eager step, no fused kernel)
+    out["solo_4_2bit_log_unbiased"] = lambda p: solo.PRESETS["solo_4_2bit"](
+        p, lr=1e-3, quantizers=("de", "log-unbiased"))
+    out["adam_solo_4_2bit"] = lambda p: solo.Adam(p, lr=1e-3, betas=(0.818, 0.999),
+                                                  weight_decay=1e-2, bits=(4, 2))
+    out["adafactor_4_2bit"] = lambda p: solo.Adafactor(p, bits=(4, 2), quantizers=("de", "log"))
     return out
 
 

@@ -9,12 +9,14 @@ Implements SOLO (Xu et al., arXiv 2505.00347) and the 4-bit optimizers of Li et 
 """
 
 from . import codebooks, codecs, memory, momentum, packing, presets
+from .adafactor import Adafactor
 from .memory import estimate_state_bytes, state_bytes
-from .optim import AdaBelief, AdamW
+from .optim import AdaBelief, Adam, AdamW
+from .overrides import keep_fp32
 from .presets import PRESETS
 from .qtensor import QuantizedTensor, quantize
 
 __version__ = "0.1.0"
-__all__ = ["AdamW", "AdaBelief", "quantize", "QuantizedTensor", "state_bytes",
-           "estimate_state_bytes", "PRESETS", "codebooks", "codecs", "memory", "momentum",
+__all__ = ["AdamW", "Adam", "AdaBelief", "Adafactor", "quantize", "QuantizedTensor", "state_bytes",
+           "estimate_state_bytes", "keep_fp32", "PRESETS", "codebooks", "codecs", "memory", "momentum",
            "packing", "presets"]

@@ -16,6 +16,7 @@ linear-sr       2,3,4,8    as ``linear``, stochastic rounding                   
 de              2,3,4,8    dynamic exponent (Dettmers), nearest                        both
 de-sr           2,3,4,8    dynamic exponent, stochastic rounding                       both
 log             2,3,4,8    alpha**k per block from the p-quantile, SR in log domain    unsigned
+log-unbiased    2,3,4,8    as ``log``, SR between levels in value (solo.log_unbiased)  unsigned
 rank1-linear    2,3,4,8    zero-free linear, rank-1 scales min(row max, col max)       unsigned
 ==============  =========  ==========================================================  =====
 """
@@ -42,9 +43,10 @@ QUANTIZERS: dict[str, tuple[int, ...]] = {
     "de": SUPPORTED_BITS,
     "de-sr": SUPPORTED_BITS,
     "log": SUPPORTED_BITS,
+    "log-unbiased": SUPPORTED_BITS,
     "rank1-linear": SUPPORTED_BITS,
 }
-UNSIGNED_ONLY = ("log", "rank1-linear")
+UNSIGNED_ONLY = ("log", "log-unbiased", "rank1-linear")
 
 # Scales are clamped to this floor so an all-zero block divides safely (method.md section 3).
 _TINY = torch.finfo(torch.float32).tiny
@@ -361,6 +363,10 @@ def _make_codec(quantizer: str, bits: int, signed: bool, block_size: int,
         return FullCodec(torch.bfloat16)
     if quantizer == "log":
         return LogCodec(bits, block_size=block_size, quantile=quantile)
+    if quantizer == "log-unbiased":
+        from .log_unbiased import UnbiasedLogCodec  # it builds on LogCodec, defined here
+
+        return UnbiasedLogCodec(bits, block_size=block_size, quantile=quantile)
     if quantizer == "rank1-linear":
         return Rank1Codec(bits, block_size=block_size)
     family = quantizer.removesuffix("-sr")

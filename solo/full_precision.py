@@ -33,16 +33,20 @@ def takes_torch_step(group: dict, p: torch.Tensor, cm: Codec, cv: Codec, belief:
     return isinstance(cm, FullCodec) and isinstance(cv, FullCodec) and cm.dtype == cv.dtype
 
 
-def torch_step(group: dict, params: list, states: list[dict]) -> None:
+def torch_step(group: dict, params: list, states: list[dict], l2: bool = False) -> None:
     """One AdamW step of ``params`` (one group) and their ``states`` (``exp_avg``,
-    ``exp_avg_sq``: contiguous; ``step``: incremented here)."""
+    ``exp_avg_sq``: contiguous; ``step``: incremented here). ``l2``: Adam's L2 weight decay
+    (added to the gradient) instead of AdamW's decoupled decay."""
     beta1, beta2 = group["betas"]
     lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
     lr = float(lr.item() if isinstance(lr, torch.Tensor) else lr)
     steps = [st["step"] for st in states]
     grads = [local(p.grad) for p in params]
-    grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
     params = [local(p) for p in params]
+    if l2 and wd != 0:
+        grads = [g.add(p, alpha=wd) for g, p in zip(grads, params)]
+        wd = 0.0
+    grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
     torch._foreach_add_(steps, 1)
     if states[0]["exp_avg"].dtype == torch.float32:
         # the kernel pairs elements by memory position: every tensor it gets is contiguous

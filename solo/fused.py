@@ -15,7 +15,8 @@ loop that handles the rest, and the same bits (tested). Differences from the ref
   it: 100% of code bytes on the tested shapes here).
 - the per-block p-quantile is exact (the same order statistics as torch.quantile), found
   without sorting: per lane the two smallest positive entries bound a short candidate list.
-- supported: m with ``de``/``linear`` (nearest), v with ``de``/``linear`` (nearest) or ``log``,
+- supported: m with ``de``/``linear`` (nearest), v with ``de``/``linear`` (nearest) or ``log``
+  (not ``log-unbiased``, whose rounding the kernels lack),
   equal block sizes that are a multiple of 8, fp32 CPU parameters of any layout (a
   non-contiguous one steps a contiguous copy: :mod:`solo.layout`). Anything else, or a
   machine where the extension cannot be built (no C++ compiler), uses the reference.
@@ -117,6 +118,9 @@ def format_unsupported(codec_m: Codec, codec_v: Codec, n: int) -> str | None:
     if not (isinstance(codec_m, BlockCodec) and codec_m.signed and not codec_m.stochastic):
         return (f"first state (m) quantizer {codec_m.name!r}; the kernel implements 'de' "
                 f"and 'linear'")
+    if not getattr(codec_v, "fused_kernel", True):
+        return (f"second state (v) quantizer {codec_v.name!r}; its unbiased rounding is not "
+                f"in the kernels")
     if not (isinstance(codec_v, LogCodec) or (isinstance(codec_v, BlockCodec)
                                               and not codec_v.signed and not codec_v.stochastic)):
         return (f"second state (v) quantizer {codec_v.name!r}; the kernel implements 'de', "

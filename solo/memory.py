@@ -67,27 +67,33 @@ def state_bytes(optimizer: torch.optim.Optimizer, *, all_ranks: bool = False,
     return out
 
 
-def estimate_state_bytes(model: torch.nn.Module, preset: str | None = None,
-                         **optimizer_kwargs) -> dict[str, int]:
+def estimate_state_bytes(model: torch.nn.Module, preset: str | None = None, *,
+                         optimizer: type | None = None, **optimizer_kwargs) -> dict[str, int]:
     """The state bytes :func:`state_bytes` will report after the first step, without steps.
 
     ``model`` may live on the meta device (nothing is allocated). Give a ``preset`` name
-    (``solo.PRESETS``; another name is a ValueError listing them) and/or :class:`solo.AdamW`
-    keyword arguments (bits, quantizers, ...).
+    (``solo.PRESETS``; another name is a ValueError listing them), ``keep_fp32=`` name
+    patterns, and/or keyword arguments of ``optimizer`` (default :class:`solo.AdamW`; any solo
+    optimizer: :class:`solo.Adafactor`, ...) (bits, quantizers, ...).
     Trainable parameters only. For a model sharded with FSDP2 (DTensor parameters, meta
     or not) it is this rank's bytes, with the per-shard block layout the optimizer will use.
     """
     from .optim import AdamW
+    from .overrides import keep_fp32
     from .presets import get
 
+    keep = optimizer_kwargs.pop("keep_fp32", None)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = get(preset)(params, **optimizer_kwargs) if preset else AdamW(params, **optimizer_kwargs)
+    if keep:
+        params = keep_fp32([(n, p) for n, p in model.named_parameters() if p.requires_grad], keep)
+    opt = (get(preset)(params, **optimizer_kwargs) if preset
+           else (optimizer or AdamW)(params, **optimizer_kwargs))
     out = {"quantized": 0, "full_precision": 0}
     for group in opt.param_groups:
         for p in group["params"]:
             for key, (shape, dtype) in opt.state_spec(group, p).items():
                 n = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
-                quant = key != "step" and key not in ("exp_avg", "exp_avg_sq")
+                quant = key.endswith(("_codes", "_scales", "_alphas"))  # a codec's fields
                 out["quantized" if quant else "full_precision"] += n
     out["total"] = out["quantized"] + out["full_precision"]
     return out

@@ -23,22 +23,30 @@ import math
 import torch
 
 from . import distributed, fused, reshard, triton_step
+from .bf16_sr import round_into_
 from .codecs import Codec, make_codec
 from .distributed import local
 from .full_precision import takes_torch_step, torch_step
+from .overrides import check_names
 from .validation import check_format, check_group, format_of
 
-__all__ = ["AdamW", "AdaBelief"]
+__all__ = ["AdamW", "Adam", "AdaBelief"]
 
 _STATES = ("exp_avg", "exp_avg_sq")
 # Group knobs a checkpoint written before they existed may lack (load_state_dict fills them).
-_NEW_KEYS = ("seed", "fused", "eps_in_s", "check_finite")
+_NEW_KEYS = ("seed", "fused", "eps_in_s", "check_finite", "bf16_stochastic_round")
 _REQUIRED_KEYS = ("params", "lr", "betas", "eps", "weight_decay", "bits", "quantizers",
                   "block_size", "quantile", "min_quantizable_size")
 
 
 class _QuantizedAdam(torch.optim.Optimizer):
     _belief = False
+    # Adam's L2 decay: weight_decay * p joins the gradient (so m and v see it) instead of the
+    # decoupled p *= 1 - lr * weight_decay
+    _l2 = False
+    # the group keys every checkpoint has, and those an older checkpoint may lack
+    _required_keys = _REQUIRED_KEYS
+    _new_keys = _NEW_KEYS
 
     def __init__(self, params, lr, betas, eps, weight_decay, *, bits, quantizers, block_size,
                  quantile, min_quantizable_size, seed, fused, **extra):
@@ -49,7 +57,7 @@ class _QuantizedAdam(torch.optim.Optimizer):
                         quantizers=quantizers, block_size=block_size, quantile=quantile,
                         min_quantizable_size=min_quantizable_size, seed=seed, fused=fused,
                         **extra)
-        check_group(defaults, self._belief)
+        self._check_group(defaults)
         self._generators: dict[str, torch.Generator] = {}
         # group index -> its state-format knobs, once the group holds states
         self._formats: dict[int, dict] = {}
@@ -77,18 +85,32 @@ class _QuantizedAdam(torch.optim.Optimizer):
                 raise ValueError("complex parameters are not supported; "
                                  "use torch.view_as_real(param)")
         where = f"param_groups[{len(self.param_groups)}]"
-        check_group(group, self._belief, where)
+        self._check_group(group, where)
         if self.param_groups and group["seed"] != self.param_groups[0]["seed"]:
             raise ValueError(f"{where}: seed {group['seed']!r} differs from param_groups[0]'s "
                              f"{self.param_groups[0]['seed']!r}; the SR generator is per "
                              f"optimizer: give every group the same seed")
         super().add_param_group(group)
 
+    def _check_group(self, group: dict, where: str = "") -> None:
+        """Validate (and normalise) one group's knobs; ``where`` prefixes the message."""
+        check_group(group, self._belief, where)
+        sr = group.setdefault("bf16_stochastic_round", False)
+        if not isinstance(sr, bool):
+            raise ValueError(f"{where + ': ' if where else ''}Invalid bf16_stochastic_round: "
+                             f"{sr!r}; allowed: True, False")
+
+    @staticmethod
+    def _rounds_bf16(group, p) -> bool:
+        """Whether ``p``'s weight update is rounded stochastically (a bf16 parameter of a group
+        with ``bf16_stochastic_round``)."""
+        return group["bf16_stochastic_round"] and p.dtype == torch.bfloat16
+
     def _check_groups(self) -> None:
         """Re-validate every group (they may have been edited since the last step)."""
         for gi, group in enumerate(self.param_groups):
             where = f"param_groups[{gi}]"
-            check_group(group, self._belief, where)
+            self._check_group(group, where)
             if gi in self._formats:
                 check_format(self._formats[gi], group, where)
             if group["seed"] != self.param_groups[0]["seed"]:
@@ -195,7 +217,7 @@ class _QuantizedAdam(torch.optim.Optimizer):
             else:
                 self._update(group, p, state, kernel=path == "kernel")
         for gi, ps in full.items():
-            torch_step(self.param_groups[gi], ps, [self.state[p] for p in ps])
+            torch_step(self.param_groups[gi], ps, [self.state[p] for p in ps], l2=self._l2)
         for gi, ps in tri.items():
             self._triton_step(self.param_groups[gi], ps)
         self._record_formats()
@@ -224,6 +246,11 @@ class _QuantizedAdam(torch.optim.Optimizer):
             _check_shapes(self.state[p], _spec(codec_m, codec_v, local(p).shape), p, where)
         if p.device.type == "meta":
             return "meta"
+        if self._rounds_bf16(group, p):
+            if group["fused"]:
+                raise RuntimeError("fused=True but bf16_stochastic_round has no fused step (its "
+                                   "bf16 parameters take the reference step); use fused=None")
+            return "reference"
         if takes_torch_step(group, p, codec_m, codec_v, self._belief):
             return "torch"
         if group["fused"] is False:
@@ -263,6 +290,8 @@ class _QuantizedAdam(torch.optim.Optimizer):
         step = state["step"].item()
         gen = self._generator_of(p)
         p, grad = local(p), local(p.grad)
+        if self._l2 and wd != 0:
+            grad, wd = grad.float().add(p.float(), alpha=wd), 0.0
         if kernel:
             # One 63-bit key per tensor per step from the optimizer's generator: the kernel's
             # SR draws are a function of (key, element), so resuming is exact.
@@ -292,11 +321,14 @@ class _QuantizedAdam(torch.optim.Optimizer):
         bc2_sqrt = math.sqrt(1 - beta2**step)
         denom = (v.sqrt() / bc2_sqrt).add_(eps)
         p32.addcdiv_(m, denom, value=-lr / bc1)
-        if p32 is not p:
+        sr = self._rounds_bf16(group, p)
+        if p32 is not p and not sr:
             p.copy_(p32)
         # The update used the fresh fp32 m and v; only now are they requantized.
         codec_m.encode(m, fm, gen)
         codec_v.encode(v, fv, gen)
+        if sr:  # after the states' draws, so they are those of a run without it
+            round_into_(p, p32, gen)
 
     def _triton_step(self, group, params) -> None:
         """The quantized step of ``params`` (one group, one format) in one Triton launch per
@@ -319,12 +351,15 @@ class _QuantizedAdam(torch.optim.Optimizer):
             # step's one-at-a-time draws; kept on the device (no sync)
             keys = (torch.randint(0, 2**63 - 1, (len(ps),), generator=gen, device=device)
                     if codec_v.stochastic else None)
+            grads = [p.grad.contiguous() for p in ps]
+            if self._l2 and wd != 0:
+                grads = [g.float().add(p.float(), alpha=wd) for g, p in zip(grads, ps)]
             triton_step.step(
-                ps, [p.grad.contiguous() for p in ps],
+                ps, grads,
                 [self._fields(self.state[p], "exp_avg", codec_m) for p in ps],
                 [self._fields(self.state[p], "exp_avg_sq", codec_v) for p in ps],
-                codec_m, codec_v, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=wd,
-                bc1s=[1 - beta1**t for t in steps],
+                codec_m, codec_v, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                weight_decay=0.0 if self._l2 else wd, bc1s=[1 - beta1**t for t in steps],
                 bc2s=[math.sqrt(1 - beta2**t) for t in steps], belief=self._belief,
                 belief_eps=eps_s, keys=keys)
 
@@ -345,6 +380,7 @@ class _QuantizedAdam(torch.optim.Optimizer):
                              else torch.initial_seed())
             group.setdefault("fused", None)
             group.setdefault("check_finite", True)
+            group.setdefault("bf16_stochastic_round", False)
             if self._belief:
                 group.setdefault("eps_in_s", True)
         self._formats = dict(formats)
@@ -403,22 +439,23 @@ class _QuantizedAdam(torch.optim.Optimizer):
     def _saved_groups(self, state_dict) -> list[dict]:
         """The checkpoint's groups, validated, with knobs newer than it filled in."""
         saved_groups = state_dict["param_groups"]
+        check_names(saved_groups, self.param_groups)  # names the parameter (keep_fp32)
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(f"loaded state dict has {len(saved_groups)} parameter groups, "
                              f"this optimizer has {len(self.param_groups)} (field: param_groups)")
         out = []
         for gi, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
             where = f"param_groups[{gi}]"
-            for key in _REQUIRED_KEYS:
+            for key in self._required_keys:
                 if key not in saved:
                     raise ValueError(f"checkpoint {where} lacks the field {key!r}; it is not a "
                                      f"state dict of this optimizer (or was edited)")
             saved = dict(saved)
-            for key in _NEW_KEYS:
+            for key in self._new_keys:
                 if key in group and key not in saved:
                     # eps_in_s: AdaBelief added eps to s before the knob existed
                     saved[key] = True if key == "eps_in_s" else group[key]
-            check_group(saved, self._belief, f"checkpoint {where}")
+            self._check_group(saved, f"checkpoint {where}")
             for key in ("bits", "quantizers", "block_size", "quantile", "min_quantizable_size"):
                 if saved[key] != group[key]:
                     raise ValueError(f"checkpoint mismatch in {where} field {key!r}: "
@@ -495,7 +532,8 @@ class AdamW(_QuantizedAdam):
 
     - ``bits``: bits per element: 2, 3, 4, 8 for quantizers, 16 for ``bf16``, 32 for ``none``.
     - ``quantizers``: ``none``, ``bf16``, ``linear``, ``linear-sr``, ``de``, ``de-sr``,
-      ``log`` (SOLO; v only), ``rank1-linear`` (Li et al.; v only).
+      ``log`` (SOLO; v only), ``log-unbiased`` (as ``log``, rounding unbiased in value; v
+      only; :mod:`solo.log_unbiased`), ``rank1-linear`` (Li et al.; v only).
     - ``block_size``: elements per block sharing one fp32 scale (and alpha for ``log``); a
       tensor smaller than a block is one block of its own size (no padding).
     - ``quantile``: p of the log quantizer's per-block p-quantile (0 < p < 1).
@@ -514,6 +552,11 @@ class AdamW(_QuantizedAdam):
       reaches the states; leave it to AMP's GradScaler or a finite-loss check). On a
       memory-bound CPU the read costs ~13-42% of a fp32 step; the presets with fp32/bf16
       states default to ``False``, the block-quantized ones to ``True``.
+    - ``bf16_stochastic_round``: for bfloat16 parameters (no fp32 master copy), round the
+      updated weight to bf16 stochastically (unbiased; :mod:`solo.bf16_sr`) instead of to
+      nearest, which drops updates below half a bf16 ulp; draws from the optimizer's own
+      generator (checkpoints stay exact). Such parameters take the reference step. No effect
+      on fp32 parameters.
 
     Every knob is validated in the constructor, ``add_param_group``, ``load_state_dict`` and
     again at each ``step()``; ``bits``, ``quantizers``, ``block_size``,
@@ -523,11 +566,32 @@ class AdamW(_QuantizedAdam):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *,
                  bits=(4, 2), quantizers=("de", "log"), block_size=128, quantile=0.1,
-                 min_quantizable_size=0, seed=None, fused=None, check_finite=True):
+                 min_quantizable_size=0, seed=None, fused=None, check_finite=True,
+                 bf16_stochastic_round=False):
         super().__init__(params, lr, betas, eps, weight_decay, bits=bits, quantizers=quantizers,
                          block_size=block_size, quantile=quantile,
                          min_quantizable_size=min_quantizable_size, seed=seed, fused=fused,
-                         check_finite=check_finite)
+                         check_finite=check_finite, bf16_stochastic_round=bf16_stochastic_round)
+
+
+class Adam(_QuantizedAdam):
+    """Adam with L2 weight decay (``weight_decay * p`` added to the gradient, as
+    ``torch.optim.Adam`` and the reference SOLO code's ``AdamQ`` do) and quantized states.
+
+    The update rule, knobs and fused paths are :class:`AdamW`'s; only the weight decay differs.
+    With both quantizers ``none`` it computes what ``torch.optim.Adam`` computes.
+    """
+
+    _l2 = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *,
+                 bits=(4, 2), quantizers=("de", "log"), block_size=128, quantile=0.1,
+                 min_quantizable_size=0, seed=None, fused=None, check_finite=True,
+                 bf16_stochastic_round=False):
+        super().__init__(params, lr, betas, eps, weight_decay, bits=bits, quantizers=quantizers,
+                         block_size=block_size, quantile=quantile,
+                         min_quantizable_size=min_quantizable_size, seed=seed, fused=fused,
+                         check_finite=check_finite, bf16_stochastic_round=bf16_stochastic_round)
 
 
 class AdaBelief(_QuantizedAdam):
@@ -547,8 +611,9 @@ class AdaBelief(_QuantizedAdam):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *,
                  bits=(4, 2), quantizers=("de", "log"), block_size=128, quantile=0.1,
                  min_quantizable_size=0, seed=None, fused=None, eps_in_s=True,
-                 check_finite=True):
+                 check_finite=True, bf16_stochastic_round=False):
         super().__init__(params, lr, betas, eps, weight_decay, bits=bits, quantizers=quantizers,
                          block_size=block_size, quantile=quantile,
                          min_quantizable_size=min_quantizable_size, seed=seed, fused=fused,
-                         eps_in_s=eps_in_s, check_finite=check_finite)
+                         eps_in_s=eps_in_s, check_finite=check_finite,
+                         bf16_stochastic_round=bf16_stochastic_round)

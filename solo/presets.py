@@ -52,7 +52,8 @@ from dataclasses import dataclass, field
 import torch
 
 from .momentum import adjusted_beta
-from .optim import AdaBelief, AdamW
+from .optim import AdaBelief, AdamW, _QuantizedAdam
+from .overrides import keep_fp32 as keep_fp32_groups
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,16 @@ class Preset:
             raise ImportError(f"optimizer {self.name!r} needs {self.optimizer}, which cannot be "
                               f"imported here ({e}); install it or pick another optimizer") from e
 
-    def __call__(self, params, lr=1e-3, betas=(None, 0.999), eps=1e-8, weight_decay=0.0, **kw):
+    def __call__(self, params, lr=1e-3, betas=(None, 0.999), eps=1e-8, weight_decay=0.0, *,
+                 keep_fp32=None, **kw):
+        """Build the optimizer. ``keep_fp32``: name patterns whose parameters keep fp32 states
+        (``params`` must then carry names, e.g. ``model.named_parameters()``; see
+        :func:`solo.overrides.keep_fp32`)."""
+        if keep_fp32:
+            if not issubclass(self.optimizer_class(), _QuantizedAdam):
+                raise ValueError(f"keep_fp32 needs a solo optimizer; {self.name} is "
+                                 f"{self.optimizer}: drop keep_fp32 or pick a solo preset")
+            params = keep_fp32_groups(params, keep_fp32)
         beta1, beta2 = betas
         if beta1 is None:
             beta1 = self.default_beta1()
@@ -146,12 +156,17 @@ def get(name: str) -> Preset:
     raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
 
 
+def build(name: str, params, **kw):
+    """The preset ``name`` built on ``params`` (``keep_fp32=`` and knobs as its call takes)."""
+    return get(name)(params, **kw)
+
+
 def default_beta1(name: str) -> float:
     """The beta1 the preset ``name`` uses when the caller gives none."""
     return get(name).default_beta1()
 
 
-__all__ = ["Preset", "PRESETS", "SOLO_RULE", "default_beta1", "for_hf", "get", *PRESETS]
+__all__ = ["Preset", "PRESETS", "SOLO_RULE", "build", "default_beta1", "for_hf", "get", *PRESETS]
 
 
 def for_hf(name: str, *, lr: float, **overrides) -> tuple[type, dict]:
