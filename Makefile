@@ -45,7 +45,7 @@ run: setup ## the main job: small-scale Swin on embedded MNIST digits (TASK=, OP
 
 test: test-fast test-cluster ## what CI runs: the fast suite, then the scale-out tests
 
-test-fast: setup ## the default test suite (fast, CPU)
+test-fast: setup solow ## the default test suite (fast, CPU; parity tests against the reference SOLO need `make solow`)
 	$(PY) -m pytest -q
 
 test-cluster: setup ## multi-process tests, every paper path on miniature data, the medium scale on the real SmolLM2, the Triton step (interpreter without a GPU), every optimizer of the optim group end to end, and (as root) a real local Slurm cluster
@@ -56,7 +56,7 @@ test-cluster: setup ## multi-process tests, every paper path on miniature data, 
 	  $(PY) -m pytest -q -m "distributed or paper or medium or triton or optimizers"; \
 	fi
 
-test-all: setup ## every test, slow/slurm/distributed included (gpu ones skip without a GPU)
+test-all: setup solow ## every test, slow/slurm/distributed included (gpu ones skip without a GPU)
 	$(PY) -m pytest -q -m "not gpu"
 
 lm-eval-data: setup ## prepare MMLU, ARC-e/c, OBQA, SIQA for offline lm-eval in data/lm_eval (hub; ARGS= local files: scripts/prepare_lm_eval.py --help)
@@ -94,7 +94,7 @@ bench-e2e: setup ## small swin and transformer runs, adamw32 vs solo_4_2bit, REP
 	$(PY) scripts/e2e_table.py
 
 # The reference SOLO (PyPI solow) is unpacked, not installed: its package is also named `solo`.
-solow: .cache/solow/solo/__init__.py ## fetch the reference SOLO implementation for the benchmark
+solow: .cache/solow/solo/__init__.py ## fetch the reference SOLO implementation (benchmark peer, parity tests)
 .cache/solow/solo/__init__.py:
 	$(PY) -m pip download --no-deps --quiet solow==0.2.0 -d .cache/solow
 	$(PY) -c "import zipfile, glob; zipfile.ZipFile(glob.glob('.cache/solow/solow-0.2.0-*.whl')[0]).extractall('.cache/solow')"
