@@ -9,13 +9,20 @@ can fix (a bad value, a folder, a finished cell) is one line ``error: ...`` and 
 130, a second Ctrl-C exits at once (experiments.stopping).
 """
 
-import hydra
-from omegaconf import DictConfig
+import signal
+import sys
 
-from experiments import register_configs, stopping, validate
-from experiments.errors import one_line_errors
+# Ctrl-C while torch loads (seconds): nothing has started, so exit quietly, not with a traceback.
+signal.signal(signal.SIGINT, lambda *_: sys.exit(128 + signal.SIGINT))
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from experiments import register_configs, stopping, validate  # noqa: E402
+from experiments.errors import one_line_errors  # noqa: E402
 
 register_configs()  # optim=<name> (solo.presets and the peers) and the run-folder resolver
+signal.signal(signal.SIGINT, signal.default_int_handler)  # KeyboardInterrupt: see main()
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")

@@ -36,8 +36,16 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import (batching, checkpoint, distributed, folders, records, stopping,
-                         tracking, validate)
+from experiments import (
+    batching,
+    checkpoint,
+    distributed,
+    folders,
+    records,
+    stopping,
+    tracking,
+    validate,
+)
 from experiments.errors import ConfigError, NonFiniteLoss
 from experiments.optimizers import state_bytes
 
