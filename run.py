@@ -3,27 +3,37 @@
     python run.py task=swin optim=solo_2bit scale=small seed=1
     python run.py task=swin scale=small scale.epochs=10      # a recipe value changed
 
-Training lives in experiments/<task>/run.py; this file only wires things up.
+Training lives in experiments/<task>/run.py; this file only wires things up. A mistake the user
+can fix (a bad value, a folder, a finished cell) is one line ``error: ...`` and exit status 1
+(``SOLO_DEBUG=1`` shows the traceback); Ctrl-C saves a checkpoint at the next step and exits
+130, a second Ctrl-C exits at once (experiments.stopping).
 """
 
-import hydra
-from omegaconf import DictConfig
+import signal
+import sys
 
-from experiments import register_configs
-from experiments.errors import RunError
+# Ctrl-C while torch loads (seconds): nothing has started, so exit quietly, not with a traceback.
+signal.signal(signal.SIGINT, lambda *_: sys.exit(128 + signal.SIGINT))
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from experiments import register_configs, stopping, validate  # noqa: E402
+from experiments.errors import one_line_errors  # noqa: E402
 
 register_configs()  # optim=<name> (solo.presets and the peers) and the run-folder resolver
+signal.signal(signal.SIGINT, signal.default_int_handler)  # KeyboardInterrupt: see main()
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    # Imported lazily so a bad name or key fails before the task's libraries load.
-    runner = hydra.utils.get_method(cfg.task.runner)
-    try:
+    with one_line_errors(), stopping.interrupted(cfg.run_dir):
+        validate.preflight(cfg, cfg.run_dir)  # again for multirun jobs, which skip the callback
+        # Imported lazily so a bad name, key or value fails before the task's libraries load.
+        runner = hydra.utils.get_method(cfg.task.runner)
         runner(cfg)
-    except RunError as err:  # the user's to fix: one line, no traceback, exit status 1
-        raise SystemExit(f"error: {err}") from None
 
 
 if __name__ == "__main__":
-    main()
+    with stopping.interrupted(None):  # Ctrl-C while Hydra composes the config
+        main()

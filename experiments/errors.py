@@ -4,6 +4,9 @@
 the user's to fix (a path, a flag, a folder), not bugs.
 """
 
+import contextlib
+import os
+
 
 class RunError(RuntimeError):
     """A run cannot start or continue for a reason the message explains."""
@@ -24,3 +27,33 @@ class RunFolderBusy(RunError):
 
 class NonFiniteLoss(RunError):
     """The loss became NaN/inf: the run stops, leaves a crash checkpoint and writes no record."""
+
+
+class ConfigError(RunError):
+    """A config value that cannot work (a negative seed, lr=fast, a batch larger than the data);
+    the message names the key, the value and what is allowed."""
+
+
+class FolderNotWritable(RunError):
+    """The records or the run folder cannot be written; found before training, not after."""
+
+
+class RecordExists(RunError):
+    """The cell already has a record, and this run would replace it without ``overwrite=true``."""
+
+
+def debug() -> bool:
+    """``SOLO_DEBUG=1``: show the traceback of a RunError instead of its one line."""
+    return os.environ.get("SOLO_DEBUG", "") not in ("", "0")
+
+
+@contextlib.contextmanager
+def one_line_errors():
+    """A :class:`RunError` inside becomes ``error: <message>`` on stderr and exit status 1,
+    without a traceback (``SOLO_DEBUG=1`` keeps it)."""
+    try:
+        yield
+    except RunError as err:
+        if debug():
+            raise
+        raise SystemExit(f"error: {err}") from None

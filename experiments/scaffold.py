@@ -36,8 +36,17 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import batching, checkpoint, distributed, folders, records, stopping, tracking
-from experiments.errors import NonFiniteLoss
+from experiments import (
+    batching,
+    checkpoint,
+    distributed,
+    folders,
+    records,
+    stopping,
+    tracking,
+    validate,
+)
+from experiments.errors import ConfigError, NonFiniteLoss
 from experiments.optimizers import state_bytes
 
 log = logging.getLogger(__name__)
@@ -48,20 +57,12 @@ def now() -> float:
     return time.perf_counter()
 
 
-def crash_path(cfg: DictConfig) -> Path:
-    """Where a diverged run notes its crash: beside its record, as crash-seed<k>.json (not a
-    record: tables read seed<k>.json; the paper's tables print such cells as "Crash")."""
-    path = records.record_path(cfg)
-    return path.with_name(f"crash-{path.name}")
-
-
 class Run:
     """One training run's infrastructure; see the module docstring. ``unit``: what the
     throughput counts ("images", "samples", "tokens", "target tokens"), per second."""
 
     def __init__(self, cfg: DictConfig, unit: str):
-        if cfg.resume not in ("auto", "never"):
-            raise ValueError(f"resume={cfg.resume!r}; expected 'auto' or 'never'")
+        validate.preflight(cfg, cfg.run_dir)  # run.py did too; in-process callers did not
         self.cfg, self.unit = cfg, unit
         self.rank, self.world, self.local_rank = distributed.init()
         self.device = distributed.pick_device(cfg.device, self.local_rank)
@@ -100,14 +101,15 @@ class Run:
 
     def _finished_record(self) -> dict | None:
         """The record of this folder's finished run, when it and its record exist (and the run
-        matches this one); None otherwise, and always with resume=never."""
+        matches this one); None otherwise, and always with overwrite=true. Any other run of a
+        cell with a record was refused by validate.check_record."""
         done, record = self.dir / DONE, records.record_path(self.cfg)
-        if self.cfg.resume == "never" or not (done.exists() and record.exists()):
+        if self.cfg.get("overwrite", False) or not record.exists():
             return None
         checkpoint.check_identity(done, json.loads(done.read_text()).get("identity"),
                                   self.identity)
-        log.info("already finished: record %s left as it is (resume=never recomputes it)",
-                 record)
+        log.info("already finished: record %s left as it is (overwrite=true resume=never "
+                 "trains it again)", record)
         return json.loads(record.read_text())
 
     def autocast(self, wanted) -> torch.autocast:
@@ -128,6 +130,7 @@ class Run:
         of ``micro`` items (None: no accumulation); see experiments.batching. The record
         stores the plan."""
         self.plan = batching.plan(int(global_batch), self.world, micro and int(micro), unit, key)
+        self.plan_key = key
         log.info("global batch %d %s = %d ranks x %d micro-batches x %d", self.plan.global_batch,
                  unit, self.world, self.plan.accum, self.plan.micro)
         return self.plan
@@ -147,6 +150,10 @@ class Run:
         """Hand over the built (unwrapped) model, optimizer and scheduler: reseed data-side
         randomness per rank, resume from ckpt.pt when there is one, start the logger.
         ``checkpoints=False`` (FSDP2 here): no checkpoints, always a fresh start."""
+        if steps_per_epoch < 1 and self.plan is not None:  # the data, now known, is too small
+            key, batch = self.plan_key, self.plan.global_batch
+            raise ConfigError(f"{key}={batch} is more than one epoch of this run's training "
+                              f"data (0 steps per epoch): use a smaller {key}")
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.steps_per_epoch, self.total, self.checkpoints = steps_per_epoch, total, checkpoints
         distributed.seed_data_side(self.cfg.seed, self.rank, self.world)
@@ -205,14 +212,9 @@ class Run:
         if torch.isfinite(loss).all():
             return
         path = self.checkpoint("crash.pt", every_rank=False)
-        cfg = self.cfg
-        if self.rank == 0:
-            records.write_json_atomic(crash_path(cfg), {
-                "task": cfg.task.name, "optim": cfg.optim_name, "scale": cfg.scale.name,
-                "seed": int(cfg.seed), "variant": cfg.get("variant") or None,
-                "crashed_at_step": self.step, "loss": str(loss.item()),
-                "provenance": records.provenance(),
-                "config": OmegaConf.to_container(cfg, resolve=True)})
+        if self.rank == 0:  # beside the record, which tables print as "Crash"
+            records.write_json_atomic(records.crash_note_path(self.cfg),
+                                      records.make_crash_note(self.cfg, self.step, loss.item()))
         raise NonFiniteLoss(
             f"non-finite loss ({loss.item()}) at step {self.step}; crash checkpoint: {path}. "
             "No record written. Lower the learning rate or check the data; `resume=auto` "
@@ -289,7 +291,7 @@ class Run:
         self.logger.finish(exit_code=0)
         log.info("stopped at step %d/%d (checkpoint %s); rerun the same command to resume",
                  self.step, self.total, path)
-        stopping.exit_after_stop(signum or None)
+        stopping.exit_after_stop(signum or None, self.step, self.total, path)
         return True
 
     # ------------------------------------------------------------ the record

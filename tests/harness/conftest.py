@@ -2,12 +2,14 @@
 conftest, so `import conftest` would be ambiguous)."""
 
 import os
+import runpy
 import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from harness_utils import SOLO_OPTIM, compose
+from harness_utils import RUN_PY, SOLO_OPTIM, compose
 
 
 @pytest.fixture
@@ -54,3 +56,27 @@ def box(tmp_path, monkeypatch):
     monkeypatch.setattr(subprocess, "run", spy)
     return SimpleNamespace(tmp=tmp_path, records=records, outputs=outputs, calls=calls,
                            bin=bin_dir, runs=runs)
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch, capsys):
+    """``python run.py scale=smoke optim=adamw32 logger=none <overrides>`` in this process:
+    returns (exit code, stdout + stderr). Records go to tmp/records; the run folder is tmp/run
+    unless ``run_dir=None`` (then Hydra's default under SOLO_OUTPUTS_DIR=tmp/outputs)."""
+    monkeypatch.setenv("SOLO_RECORDS_DIR", str(tmp_path / "records"))
+    monkeypatch.setenv("SOLO_OUTPUTS_DIR", str(tmp_path / "outputs"))
+    monkeypatch.chdir(tmp_path)
+
+    def go(*overrides, run_dir=tmp_path / "run"):
+        where = [f"hydra.run.dir={run_dir}"] if run_dir else []
+        monkeypatch.setattr(sys, "argv", [RUN_PY, "scale=smoke", "optim=adamw32",
+                                          "logger=none", *where, *overrides])
+        try:
+            runpy.run_path(RUN_PY, run_name="__main__")
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code
+        out = capsys.readouterr()
+        return code, out.out + out.err
+
+    return go

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+RUN_PY = str(ROOT / "run.py")
 sys.path.insert(0, str(ROOT))  # run.py's folder, where `experiments` lives
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
