@@ -3,7 +3,6 @@ it and the command that resumes, exit 130; a second Ctrl-C exits at once. Real p
 run.py at smoke scale; the signal lands mid-training however fast this machine steps, because
 the run is frozen (SIGSTOP) while it is sent."""
 
-import contextlib
 import json
 import os
 import shlex
@@ -138,35 +137,29 @@ def children(pid: int) -> list[int]:
 @pytest.mark.distributed
 def test_ctrl_c_under_torchrun_stops_both_ranks_at_one_step(tmp_path):
     """torchrun passes the terminal's SIGINT on to its workers (their own sessions); the ranks
-    agree on the step, rank 0 saves and prints the line, and the same command resumes."""
+    agree on the step, rank 0 saves and prints the line, and the same command resumes. Not
+    frozen like the single-process tests (torchrun kills workers that have not exited 30 s
+    after its SIGINT, and frozen ones under load may not have): the run is 1,000 steps, so the
+    stop lands mid-run on a machine of any speed."""
     env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1",
            "SOLO_RECORDS_DIR": str(tmp_path / "records")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           RUN_PY, *CELL, f"hydra.run.dir={tmp_path / 'run'}"]
+           RUN_PY, *CELL, "scale.epochs=250", f"hydra.run.dir={tmp_path / 'run'}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env, cwd=tmp_path)
     for line in proc.stdout:
         if " - step 4/" in line:
             break
-    workers = children(proc.pid)
-    assert len(workers) == 2
-    for w in workers:
-        os.kill(w, signal.SIGSTOP)
+    assert len(children(proc.pid)) == 2
     proc.send_signal(signal.SIGINT)
-    deadline = time.time() + 60
-    while not all(pending(w, signal.SIGINT) for w in workers) and time.time() < deadline:
-        time.sleep(0.05)
-    for w in workers:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(w, signal.SIGCONT)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode != 0
     assert err.count("stopped by SIGINT after step ") == 1, err[-3000:]  # rank 0 only
     assert "rerun the same torchrun command to resume" in err
     step = checkpoint.load(tmp_path / "run" / "ckpt.pt")["step"]
-    assert 4 <= step < 100 and not (tmp_path / "records").exists()
+    assert 4 <= step < 1000 and not (tmp_path / "records").exists()
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path,
                            timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert f"at step {step}/100" in again.stdout + again.stderr
+    assert f"at step {step}/1000" in again.stdout + again.stderr
     assert len(list((tmp_path / "records").rglob("seed0.json"))) == 1
