@@ -59,8 +59,9 @@ def extension():
             try:
                 from torch.utils.cpp_extension import load
 
-                src = Path(__file__).with_name("csrc") / "fused_step.cpp"
-                _ext = load(name=build_name(src.read_bytes(), _CFLAGS), sources=[str(src)],
+                src = (Path(__file__).with_name("csrc") / "fused_step.cpp").resolve()
+                _ext = load(name=build_name(src.read_bytes(), _CFLAGS, str(src)),
+                            sources=[str(src)],
                             extra_cflags=_CFLAGS, verbose=False)
             except Exception as e:  # no compiler, no ninja, ...: the reference still works
                 _failed = f"{type(e).__name__}: {e}"
@@ -69,13 +70,15 @@ def extension():
     return _ext
 
 
-def build_name(source: bytes, flags: list[str]) -> str:
+def build_name(source: bytes, flags: list[str], path: str = "") -> str:
     """The extension's name, which is also its build folder under torch's extensions
     directory: ``solo_fused_step_`` and 12 hex digits of a hash of the C++ source, the compile
-    flags and the torch version. Checkouts and versions sharing that directory then each keep
-    their own build, and none loads a build of another source."""
+    flags, the torch version and the source's ``path``. Checkouts and versions sharing that
+    directory then each keep their own build, and none loads a build of another source. The
+    path is in the key because the build file that torch writes names the source by its path:
+    two checkouts of the same source in one folder would each recompile it at every switch."""
     h = hashlib.sha256(source)
-    for part in (*flags, torch.__version__):
+    for part in (*flags, torch.__version__, path):
         h.update(b"\0" + part.encode())
     return f"solo_fused_step_{h.hexdigest()[:12]}"
 

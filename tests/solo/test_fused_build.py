@@ -5,7 +5,8 @@ from pathlib import Path
 
 from solo import fused
 
-SOURCE = (Path(fused.__file__).with_name("csrc") / "fused_step.cpp").read_bytes()
+PATH = (Path(fused.__file__).with_name("csrc") / "fused_step.cpp").resolve()
+SOURCE = PATH.read_bytes()
 
 
 def test_build_name_follows_the_source_and_the_flags():
@@ -24,6 +25,14 @@ def test_build_name_follows_the_source_and_the_flags():
     assert fused.build_name(SOURCE, ["-O3", "-g"]) != fused.build_name(SOURCE, ["-O3-", "g"])
 
 
+def test_two_checkouts_of_one_source_keep_two_builds():
+    """torch's build file names the source by its path, so one build folder shared by two
+    checkouts would recompile at every switch between them: the path is part of the key."""
+    here = fused.build_name(SOURCE, fused._CFLAGS, "/a/solo/csrc/fused_step.cpp")
+    assert fused.build_name(SOURCE, fused._CFLAGS, "/a/solo/csrc/fused_step.cpp") == here
+    assert fused.build_name(SOURCE, fused._CFLAGS, "/b/solo/csrc/fused_step.cpp") != here
+
+
 def test_the_loaded_extension_carries_that_name(monkeypatch):
     seen = {}
 
@@ -38,4 +47,4 @@ def test_the_loaded_extension_carries_that_name(monkeypatch):
     monkeypatch.setattr(fused, "_failed", None)
     monkeypatch.delenv("SOLO_NO_FUSED", raising=False)
     assert fused.extension() is not None
-    assert seen["name"] == fused.build_name(SOURCE, fused._CFLAGS)
+    assert seen["name"] == fused.build_name(SOURCE, fused._CFLAGS, str(PATH))
