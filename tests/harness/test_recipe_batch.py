@@ -12,6 +12,7 @@ from harness_utils import compose
 
 from experiments.dcn import model as dcn_model
 from experiments.dcn import run as dcn_run
+from experiments.errors import ConfigError
 from experiments.llama import data as llama_data
 from experiments.transformer import data as mt_data
 
@@ -40,7 +41,8 @@ def test_micro_batches_train_like_the_whole_batch_and_the_record_says_so(tmp_pat
 
 
 def test_a_global_batch_the_ranks_cannot_share_fails_before_training(tmp_path):
-    with pytest.raises(ValueError, match=r"micro-batch 5 samples does not divide"):
+    # the config checks name the key before the runner plans the batch
+    with pytest.raises(ConfigError, match=r"scale\.micro_batch_size=5 does not divide"):
         run_dcn(tmp_path, "bad", "+scale.micro_batch_size=5")
 
 
