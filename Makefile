@@ -40,8 +40,8 @@ $(STAMP): pyproject.toml Makefile scripts/get_movielens.sh scripts/get_mmlu.sh s
 	PY=$(PY) scripts/get_smollm2.sh || echo "NOTE: SmolLM2 not fetched; run scripts/get_smollm2.sh before task=llama scale=medium"
 	touch $@
 
-run: setup ## the main job: small-scale Swin on embedded MNIST digits (TASK=, OPTIM= to change)
-	$(PY) run.py task=$(TASK) optim=$(OPTIM)
+run: setup ## the main job: small-scale Swin on embedded MNIST digits (TASK=, OPTIM= to change); its record goes to outputs/records, beside the committed one
+	$(PY) run.py task=$(TASK) optim=$(OPTIM) records_dir=outputs/records
 
 test: test-fast test-cluster ## what CI runs: the fast suite, then the scale-out tests
 

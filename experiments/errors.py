@@ -42,6 +42,10 @@ class RecordExists(RunError):
     """The cell already has a record, and this run would replace it without ``overwrite=true``."""
 
 
+class DirtyTree(RunError):
+    """A record for the committed records folder from code with uncommitted changes."""
+
+
 def debug() -> bool:
     """``SOLO_DEBUG=1``: show the traceback of a RunError instead of its one line."""
     return os.environ.get("SOLO_DEBUG", "") not in ("", "0")

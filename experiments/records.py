@@ -13,15 +13,11 @@ Standard library at import time, so that readers need neither torch nor omegacon
 import json
 import math
 import os
-import platform
 import secrets
-import socket
-import subprocess
-import sys
-from importlib import metadata
 from pathlib import Path
 
 from experiments.jsonable import plain
+from experiments.provenance import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +44,10 @@ RECORD = {
     "time": (dict, True),
     "provenance": (dict, True),
     "config": (dict, True),
-    "batch": (dict, False),  # since issue 16: how the global batch was split (BATCH)
+    "batch": (dict, False),  # how the global batch was split (BATCH)
+    # the values the optimizer ran with (experiments.provenance.optimizer_section); records
+    # made before it existed lack it
+    "optimizer": (dict, False),
 }
 CRASH_NOTE = {
     **{k: RECORD[k] for k in ("task", "optim", "scale", "seed", "variant", "provenance", "config")},
@@ -80,6 +79,12 @@ SECTIONS = {
         "gpu": ((str, None), False),
         "world_size": (int, False),
         "replica_max_diff": ((NUMBER, None), False),
+        # experiments.provenance; records made before these existed lack them
+        "code_hash": (str, False),
+        "code_files": (dict, False),
+        "dirty_files": ((list, None), False),
+        "started_utc": (str, False),
+        "kernel": ((str, dict), False),
     },
 }
 # The global batch of one optimizer step = world x accum x micro items (experiments.batching).
@@ -98,7 +103,7 @@ def _type_name(typ) -> str:
     if isinstance(typ, tuple):
         return " or ".join("null" if t is None else _type_name(t) for t in typ)
     return typ if typ == NUMBER else {dict: "object", str: "string", int: "integer",
-                                      bool: "true/false"}[typ]
+                                      bool: "true/false", list: "list"}[typ]
 
 
 def _has_type(value, typ) -> bool:
@@ -207,55 +212,6 @@ def load_records(root, *, variants: bool = False, crash_notes: bool = False) -> 
 # ----------------------------------------------------------------------------- writing
 
 
-def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
-                             timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-LIBRARIES = ("solo-lowbit", "torch", "numpy", "timm", "hydra-core", "omegaconf", "wandb",
-             "torchao", "bitsandbytes", "sacrebleu", "transformers", "torchrec", "lm_eval")
-
-
-def provenance(wandb_path: str | None = None) -> dict:
-    """Where and with what a run ran: git state, host, hardware, library versions, Slurm ids."""
-    import torch
-
-    versions = {"python": platform.python_version()}
-    for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    status = _git("status", "--porcelain")
-    return {
-        "git_sha": _git("rev-parse", "HEAD"),
-        "git_dirty": None if status is None else bool(status),
-        "host": socket.gethostname(),
-        "cpu": _cpu_name(),
-        "cpu_threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "versions": versions,
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-        "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
-        "wandb_run_path": wandb_path,
-        "command": " ".join(sys.argv),
-    }
-
-
 def write_json_atomic(path: Path, obj) -> None:
     """Write to a temporary file in the same folder, then rename: readers never see a torn file,
     and concurrent writers of different records never touch each other's files. The file gets
@@ -315,14 +271,18 @@ def make_crash_note(cfg, step: int, loss: float) -> dict:
 
 
 def make_record(cfg, metrics: dict, memory: dict, time_: dict, wandb_path=None,
-                replica_diff: float | None = None, batch: dict | None = None) -> dict:
+                replica_diff: float | None = None, batch: dict | None = None,
+                optimizer: dict | None = None, kernel: str | dict | None = None) -> dict:
     """The run's record, validated (:func:`validate`). ``cfg``: the run's composed config;
     ``replica_diff``: the largest parameter difference between ranks (0.0 when identical);
-    ``batch``: the split of the global batch (:data:`BATCH`)."""
+    ``batch``: the split of the global batch (:data:`BATCH`); ``optimizer``: the values it ran
+    with and ``kernel``: the step that ran (experiments.provenance)."""
     from omegaconf import OmegaConf
 
     prov = provenance(wandb_path)
     prov["world_size"] = int(os.environ.get("WORLD_SIZE", "1"))
+    if kernel is not None:
+        prov["kernel"] = kernel
     if replica_diff is not None:
         prov["replica_max_diff"] = replica_diff
     record = {
@@ -339,6 +299,8 @@ def make_record(cfg, metrics: dict, memory: dict, time_: dict, wandb_path=None,
     }
     if batch is not None:
         record["batch"] = batch
+    if optimizer is not None:
+        record["optimizer"] = plain(optimizer)
     try:
         return validate(record)
     except RecordError as e:

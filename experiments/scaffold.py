@@ -41,6 +41,7 @@ from experiments import (
     checkpoint,
     distributed,
     folders,
+    provenance,
     records,
     stopping,
     tracking,
@@ -324,6 +325,8 @@ class Run:
             replica_diff=distributed.replica_spread(self.model, self.world, self.device)
             if replicas else None,
             batch=self.plan.record() if self.plan else None,
+            optimizer=provenance.optimizer_section(self.optimizer),
+            kernel=provenance.kernel(self.optimizer),
         )
         record["provenance"]["data_seeds"] = [distributed.data_seed(int(self.cfg.seed), r)
                                               for r in range(self.world)]

@@ -17,8 +17,15 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from experiments import records
-from experiments.errors import ConfigError, FolderNotWritable, RecordExists, RunError, debug
+from experiments import provenance, records
+from experiments.errors import (
+    ConfigError,
+    DirtyTree,
+    FolderNotWritable,
+    RecordExists,
+    RunError,
+    debug,
+)
 
 
 def _int(v) -> bool:
@@ -67,6 +74,7 @@ RULES = {
     "beta1": optional(BELOW_ONE),
     "resume": one_of("auto", "never"),
     "overwrite": BOOL,
+    "allow_dirty": BOOL,
     "device": DEVICE,
     "ckpt_every": (INT_GE0[0], "an integer >= 0 (0: only the final checkpoint)"),
     "stop_at_step": optional(INT_GE1),
@@ -238,13 +246,33 @@ def check_record(cfg, run_dir: Path) -> None:
     if not (Path(run_dir) / "done.json").exists():
         raise RecordExists(f"record {path} exists: this cell is finished (its run folder is "
                            f"not {run_dir}); add overwrite=true to train it again and replace "
-                           "the record")
+                           "the record, or records_dir=outputs/records to run it yourself and "
+                           "keep the committed one (what make run does)")
+
+
+def check_clean(cfg) -> None:
+    """A record for the committed records folder (results/runs), at any scale but smoke, is made
+    from committed code: the tables trust it as the code of its commit. ``allow_dirty=true``
+    writes it anyway (its provenance names the changed files; the tables mark it dirty)."""
+    snapshot = provenance.snapshot()  # the code as it is now, before the task's modules load
+    if cfg.scale.name == "smoke" or cfg.get("allow_dirty", False):
+        return
+    if not provenance.committed(cfg.records_dir):
+        return
+    dirty = snapshot["dirty_files"]
+    if dirty:
+        shown = ", ".join(dirty[:8]) + (f" and {len(dirty) - 8} more" if len(dirty) > 8 else "")
+        raise DirtyTree(
+            f"uncommitted changes in {shown}: a record in {cfg.records_dir} must come from "
+            "committed code; commit them, write the record elsewhere (records_dir=<folder>), or "
+            "add allow_dirty=true (the record and the tables then say it is dirty)")
 
 
 def preflight(cfg, run_dir) -> None:
     """Every check of this module, in order; raises a RunError subclass on the first failure."""
     check_config(cfg)
     check_record(cfg, Path(run_dir))
+    check_clean(cfg)
     check_folders(cfg, Path(run_dir))
 
 

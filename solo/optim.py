@@ -35,6 +35,9 @@ __all__ = ["AdamW", "Adam", "AdaBelief"]
 _STATES = ("exp_avg", "exp_avg_sq")
 # Group knobs a checkpoint written before they existed may lack (load_state_dict fills them).
 _NEW_KEYS = ("seed", "fused", "eps_in_s", "check_finite", "bf16_stochastic_round")
+# _path's names -> the names kernels() reports
+_KERNEL_NAMES = {"meta": "meta", "torch": "torch", "kernel": "cpu_fused", "triton": "triton",
+                 "reference": "reference"}
 _REQUIRED_KEYS = ("params", "lr", "betas", "eps", "weight_decay", "bits", "quantizers",
                   "block_size", "quantile", "min_quantizable_size")
 
@@ -202,6 +205,9 @@ class _QuantizedAdam(torch.optim.Optimizer):
         # every path is chosen (and fused=True refused where none exists) before any change
         paths = [self._path(group, p, f"param_groups[{gi}]['params'][{pi}]")
                  for gi, pi, group, p in work]
+        self._kernels = {}
+        for (gi, *_), path in zip(work, paths):
+            self._kernels.setdefault(gi, set()).add(_KERNEL_NAMES[path])
         full: dict[int, list] = {}
         tri: dict[int, list] = {}
         for (gi, _, group, p), path in zip(work, paths):
@@ -222,6 +228,13 @@ class _QuantizedAdam(torch.optim.Optimizer):
             self._triton_step(self.param_groups[gi], ps)
         self._record_formats()
         return loss
+
+    def kernels(self) -> dict[int, list[str]]:
+        """Which step ran in the last ``step()``, per param group index: a sorted list of
+        ``"reference"`` (the eager loop), ``"cpu_fused"`` (the fused C++ step), ``"triton"``,
+        ``"torch"`` (torch's fused/foreach AdamW, fp32/bf16 states) or ``"meta"``. Empty
+        before the first step. Run records store it (provenance.kernel)."""
+        return {gi: sorted(names) for gi, names in getattr(self, "_kernels", {}).items()}
 
     @staticmethod
     def _nonfinite(work) -> list[tuple[int, int]]:

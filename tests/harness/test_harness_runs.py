@@ -14,7 +14,7 @@ from experiments import checkpoint, errors, records
 from experiments.swin import data as swin_data
 
 RECORD_KEYS = {"task", "optim", "scale", "seed", "variant", "metrics", "memory", "time", "provenance",
-               "config", "batch"}
+               "config", "batch", "optimizer"}
 
 
 def wandb_records(path: Path):
