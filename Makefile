@@ -13,10 +13,11 @@ TASK ?= swin
 OPTIM ?= solo_4_2bit
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-fast test-cluster test-all lm-eval-data submit sweep-status tables figures bench bench-cpu bench-gpu bench-e2e solow lint clean
+.PHONY: help setup run test test-fast test-cluster test-all lm-eval-data submit sweep-status tables figures docs bench bench-cpu bench-gpu bench-e2e solow lint clean
 
+# Target names may hold digits (bench-e2e); tests/test_docs.py checks every target is listed.
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[A-Za-z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-13s %s\n", $$1, $$2}'
 
 setup: $(STAMP) ## create .venv and install everything (pinned; Debian packages too when root)
 
@@ -73,6 +74,9 @@ tables: setup ## regenerate results/tables/ from the run records
 
 figures: setup ## regenerate results/figures/
 	$(PY) scripts/make_figures.py
+
+docs: setup ## regenerate docs/presets.md from the optimizer registry (solo.presets and the peers)
+	$(PY) scripts/presets_table.py
 
 bench: bench-cpu ## optimizer step-time benchmark on this machine
 

@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 import solo  # noqa: E402
 from experiments.optimizers import OPTIMIZERS  # noqa: E402
 
-# The optimizers of the GPU benchmark (issue 18): ours, torch's, torchao's, bitsandbytes',
+# The optimizers of the GPU benchmark (docs/speed.md): ours, torch's, torchao's, bitsandbytes',
 # and the reference SOLO code, by their registry names (experiments/optimizers.py).
 GPU_SET = ["torch_adamw_foreach", "torch_adamw_fused", "solo_4_2bit", "solo_2bit", "adamw4bit",
            "adamw8bit", "solo_4_2bit_reference", "torchao_adamw4bit", "torchao_adamw8bit",

@@ -5,8 +5,8 @@ baseline and solo_4_2bit; experiments.records validates each) from one or more r
 folders (default ``results/bench/e2e/rep*``; ``make bench-e2e`` makes them: the runs repeated,
 the two optimizers in alternating order, one run at a time on an otherwise idle machine) and writes ``results/bench/e2e.{md,json}``: training time
 (forward, backward and optimizer step; evaluation excluded) per run, the mean optimizer step,
-and the ratio of the mean training times, in the layout of table_layouts.E2E_COLUMNS. Target
-(issue 8): solo_4_2bit at most 5% longer.
+and the ratio of the mean training times, in the layout of table_layouts.E2E_COLUMNS. Target:
+solo_4_2bit at most 5% longer (docs/speed.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Per-rank optimizer-state bytes under FSDP2 at 1, 2 and 4 ranks (issue 16 item 1).
+"""Per-rank optimizer-state bytes under FSDP2 at 1, 2 and 4 ranks (docs/optimizers.md).
 
 A ~100M-parameter Llama (LlamaConfig, built on the meta device, ``fully_shard`` on every
 decoder layer and the root, then ``to_empty``) is stepped once per preset with random

@@ -1,6 +1,6 @@
 """Regenerate the paper's analysis figures into results/figures/ (PNG + the CSV behind each).
 
-- signal_swamping: the case study of method.md section 5 (solo.analysis), with the
+- signal_swamping: the case study of docs/method.md section 5 (solo.analysis), with the
   thresholds of its Corollary and a table of measured vs theoretical thresholds;
 - momentum_table: beta' of solo.momentum.adjusted_beta beside the paper's printed table;
 - state_distribution, loss_curves, ablations: from real small runs (scripts/figures_runs.py).
@@ -29,7 +29,7 @@ from solo.momentum import PRINTED_TABLE, adjusted_beta  # noqa: E402
 BETAS = [round(0.80 + 0.01 * i, 2) for i in range(20)]
 BITS = (2, 3, 4)
 
-# method.md section 5 (Corollary), derived from the codebooks: solo.analysis.swamping_threshold
+# docs/method.md section 5 (the Corollary), derived from the codebooks: solo.analysis.swamping_threshold
 THEORY = {q: {b: swamping_threshold(q, b) for b in BITS} for q in ("linear0", "de")}
 LABELS = {"linear0": "linear (with 0)", "de": "DE", "log": "log (SOLO, SR)", "fp32": "fp32"}
 
@@ -74,7 +74,7 @@ def signal_swamping(out: Path) -> None:
             lines.append(f"| {LABELS[q]} | {b} | {THEORY[q][b]:.3f} | {measured} |")
     (out / "signal_swamping_thresholds.md").write_text(
         "# Signal swamping: theoretical vs measured thresholds\n\n"
-        "Theory (method.md section 5): linear swamps every level above the beta shown, DE half "
+        "Theory (docs/method.md section 5): linear swamps every level above the beta shown, DE half "
         "its levels. Measured: the smallest beta of the grid from which the case study's "
         "state stays at 1.00 (mean > 0.99) for every larger beta.\n\n" + "\n".join(lines) + "\n")
 

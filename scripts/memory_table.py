@@ -57,7 +57,7 @@ step counter per tensor. Rank-1 (Li et al.) stores sum(shape) fp32 maxima per ma
 tensors of at most 4096 elements in fp32.
 
 Differences: the 32-, 16-, 8- and 4-bit rows agree within 0.03 GB (the 8/4-bit rows fit fp32
-scales at B128, as method.md notes). Our 2-bit rows are about 0.12 GB above the paper's: at
+scales at B128, as docs/method.md notes). Our 2-bit rows are about 0.12 GB above the paper's: at
 2 bits, the per-block fp32 scale (and alpha) are a large share of the state (0.25 bits per
 element each at B128), and the paper's numbers imply less per-block overhead than one fp32
 scale per 128 elements for both states (e.g. 3.41 GB is 4.35 bits/param, ours 4.50). The paper

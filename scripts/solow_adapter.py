@@ -3,7 +3,7 @@
 Its wheel installs a top-level package named ``solo``, which would shadow ours, so it is never
 pip-installed: ``make solow`` downloads the wheel and unpacks it under ``.cache/solow`` and this
 module imports that directory under the name ``solow``. Three shims make it run with the torch
-and torchao pinned here (environment.md): ``torchao.prototype.low_bit_optim`` (removed after
+and torchao pinned in pyproject.toml: ``torchao.prototype.low_bit_optim`` (removed after
 torchao 0.10) is aliased to ``torchao.optim``, which holds the same modules;
 ``torchao.utils.TORCH_VERSION_AT_LEAST_2_4/_2_5`` (absent in 0.18) are set to True, which they
 are for torch 2.14; and its global stochastic-rounding generator, created with

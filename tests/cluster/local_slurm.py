@@ -1,10 +1,10 @@
 """A real single-node Slurm cluster in a temporary folder, for the `slurm` tests.
 
-Follows the recipe of ../shared/spec/environment.md: a private munged (own key, socket, pid and
-log files), slurmctld and slurmd in the foreground as children of this process, a slurm.conf
-with one node (this host, all its CPUs) and one default partition, free ports. Clients find it
-through ``SLURM_CONF`` (see :meth:`LocalSlurm.env`). ``stop()`` terminates exactly the three
-daemons it started. Needs root and the Debian packages slurm-wlm and munge.
+A private munged (own key, socket, pid and log files), slurmctld and slurmd in the foreground
+as children of this process, a slurm.conf with one node (this host, all its CPUs) and one
+default partition, free ports. Clients find it through ``SLURM_CONF`` (see
+:meth:`LocalSlurm.env`). ``stop()`` terminates exactly the three daemons it started. Needs root
+and the Debian packages slurm-wlm and munge.
 """
 
 from __future__ import annotations

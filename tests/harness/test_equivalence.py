@@ -1,8 +1,8 @@
 """The run scaffold changed no result: smoke-scale metrics of every task for two presets at
-seed 0 equal, bit for bit, those of the runners before it (issue 15; saved in
+seed 0 equal, bit for bit, those of the runners before it (saved in
 equivalence/smoke_metrics.json from commit 35349eb, one OpenMP thread, this project's CPU
 machine; transformer/adamw32 re-saved from the same runners once adamw32 took torch's fused
-kernel, issue 14, which moves its valid_loss in the 8th digit). Another CPU or library version may round differently: regenerate the file there from
+kernel, which moves its valid_loss in the 8th digit). Another CPU or library version may round differently: regenerate the file there from
 that commit before reading a failure as a regression."""
 
 import json

@@ -168,7 +168,7 @@ def test_small_scale_data_is_the_fixed_stratified_mnist_split():
 
 @pytest.mark.slow
 def test_small_scale_adamw32_reaches_95_percent(run_smoke):
-    # The small-scale recipe's promise (issue 4): minutes on 2 CPU cores, >= 95% top-1.
+    # The small-scale recipe's promise: minutes on 2 CPU cores, >= 95% top-1.
     record, _ = run_smoke(scale="small", optim="adamw32")
     assert record["metrics"]["top1"] >= 95.0, record["metrics"]
 

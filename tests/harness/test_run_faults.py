@@ -1,4 +1,4 @@
-"""Harness faults of issue 15, each reproduced on the runners before the scaffold: finished
+"""Harness faults, each reproduced on the runners before the scaffold existed: finished
 cells, two writers of one folder, foreign and corrupt checkpoints, duplicate history rows after
 a kill, another world size, and per-rank seeds. Swin at smoke scale (seconds a run)."""
 

@@ -1,4 +1,4 @@
-"""Inputs that used to crash the interpreter (issue 14 item 1), run in a child process by
+"""Inputs that used to crash the interpreter, run in a child process by
 test_crash_probes.py so that a signal death fails that test instead of killing pytest.
 
 ``python crash_probes.py`` prints one JSON object: probe name -> "ok" or "<ExcType>: <message>".

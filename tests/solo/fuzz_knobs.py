@@ -1,4 +1,4 @@
-"""Fuzz of the optimizers' knobs (issue 14 item 1), run in a child process by
+"""Fuzz of the optimizers' knobs, run in a child process by
 test_crash_probes.py.
 
 Each trial draws knobs (most valid, some invalid) and builds the optimizer twice, with the

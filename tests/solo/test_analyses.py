@@ -19,7 +19,7 @@ def test_momentum_rule_identity_and_errors():
 
 
 def test_signal_swamping_case_study():
-    # method.md section 5: 2-bit DE is stuck at 1.0 at beta 0.9, the 2-bit log quantizer
+    # docs/method.md section 5: 2-bit DE is stuck at 1.0 at beta 0.9, the 2-bit log quantizer
     # tracks the true EMA (0.5) like fp32.
     assert swamping_case_study("de", 2, 0.9) > 0.99
     assert swamping_case_study("log", 2, 0.9) == pytest.approx(0.5, abs=0.07)
@@ -32,7 +32,7 @@ def test_signal_swamping_case_study():
 
 
 def test_swamping_thresholds_derive_from_the_codebooks():
-    """The Corollary's thresholds (method.md section 5, as printed) come out of the codebooks'
+    """The Corollary's thresholds (docs/method.md section 5, as the paper prints them) come out of the codebooks'
     half-gaps (scripts/make_figures.py plots these, no longer hard-coded numbers)."""
     printed = {"linear0": {2: 0.833, 3: 0.929, 4: 0.967}, "de": {2: 0.837, 3: 0.933, 4: 0.966}}
     for q, row in printed.items():

@@ -1,4 +1,4 @@
-"""Copies, pickles and checkpoints resume exactly (issue 14 items 3, 4 and 6)."""
+"""Copies, pickles and checkpoints resume exactly."""
 
 import copy
 import io

@@ -5,7 +5,7 @@ from solo import codebooks
 from solo.codecs import make_codec
 from solo.packing import pack, packed_numel, unpack
 
-# method.md section 4, as printed.
+# docs/method.md section 4: bitsandbytes' dynamic map, as printed there.
 DE = {
     (2, True): [-0.55, 0, 0.55, 1.0],
     (2, False): [0, 0.325, 0.775, 1.0],

@@ -1,4 +1,4 @@
-"""No input reachable from Python crashes the process (issue 14 item 1).
+"""No input reachable from Python crashes the process.
 
 The probes run in a child process (crash_probes.py, fuzz_knobs.py): a segfault or an abort
 there fails these tests with the signal instead of killing pytest.

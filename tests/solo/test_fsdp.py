@@ -1,5 +1,5 @@
-"""solo optimizers on FSDP2 (DTensor parameters) and DDP, 2 and 4 gloo ranks on CPU (issue 16
-item 1). The ranks run tests/solo/fsdp_workers.py; each case below reads what they compared.
+"""solo optimizers on FSDP2 (DTensor parameters) and DDP, 2 and 4 gloo ranks on CPU. The ranks
+run tests/solo/fsdp_workers.py; each case below reads what they compared.
 
 Three groups of forked ranks (a few seconds each): 2 ranks run every preset and save the
 half-way checkpoints; 2 fresh ranks resume them; 4 ranks run every preset and try to load the

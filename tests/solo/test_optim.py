@@ -411,7 +411,7 @@ def test_sparse_rows_do_not_explode(name):
         assert (p.detach() - before).abs().max() < 5.0
 
 
-# --- AdaBelief's eps (issue 14 item 7) ---------------------------------------------------
+# --- AdaBelief's eps ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("eps_in_s", [True, False])
 @pytest.mark.parametrize("fused", [None, False])
@@ -461,7 +461,7 @@ def test_adabelief_presets_follow_the_reference_code():
         solo.AdamW(p, eps_in_s=False)
 
 
-# --- torch's fused AdamW for full-precision states (issue 14 item 8) ---------------------
+# --- torch's fused AdamW for full-precision states ---------------------------------------
 
 @pytest.mark.parametrize("name", ["adamw32", "adamw_bf16"])
 @pytest.mark.parametrize("tensor_lr", [False, True])

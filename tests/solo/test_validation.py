@@ -1,4 +1,4 @@
-"""Every knob is validated wherever it can enter (issue 14 items 1 and 5)."""
+"""Every knob is validated wherever it can enter (docs/optimizers.md, "Validation and failures")."""
 
 import re
 
