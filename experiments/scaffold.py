@@ -39,6 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments import (
     batching,
     checkpoint,
+    compare,
     distributed,
     folders,
     provenance,
@@ -336,5 +337,6 @@ class Run:
             records.write_json_atomic(self.dir / DONE, {"identity": self.identity,
                                                         "record": str(path)})
             log.info("record %s", path)
+            compare.print_report(record, path)  # beside the committed record and the paper
         self.logger.finish(record)
         return record

@@ -80,6 +80,8 @@ RULES = {
     "stop_at_step": optional(INT_GE1),
     "logger.mode": one_of("offline", "online", "disabled"),
     "task.workers": INT_GE0,
+    "task.main_metric": (lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z_]\w*", v)
+                         is not None, "the name of a metric in the task's records, e.g. top1"),
     "scale.epochs": INT_GE1,
     "scale.max_steps": optional(INT_GE1),
     "scale.batch_size": INT_GE1,
@@ -158,9 +160,10 @@ def show(value) -> str:
     return str(value)
 
 
-def check_config(cfg) -> None:
+def check_config(cfg, here: bool = True) -> None:
     """Raise ConfigError for the first value that breaks its rule (:data:`RULES`), then for a
-    global batch that does not divide over the ranks or exceeds the training data."""
+    global batch that does not divide over the ranks or exceeds the training data. ``here``:
+    the run is on this machine, so ``device=cuda`` needs a GPU here (False: a cell to submit)."""
     rules = {**RULES, **TASK_RULES.get(OmegaConf.select(cfg, "task.name"), {})}
     for key, (ok, allowed) in rules.items():
         value = OmegaConf.select(cfg, key, default=_ABSENT)
@@ -171,7 +174,7 @@ def check_config(cfg) -> None:
         if not ok(value):
             raise ConfigError(f"{key}={show(value)} is not allowed: expected {allowed}")
     device = cfg.get("device")
-    if device and device.startswith("cuda"):
+    if here and device and device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
