@@ -5,6 +5,7 @@
     python scripts/submit.py table1 --scale small --status    # done / running / failed per cell
     python scripts/submit.py table1 --scale small --local 2   # no Slurm: run here, 2 at a time
     python scripts/submit.py table1 --local 2 --dry-run       # print the commands, run nothing
+    python scripts/submit.py table1 --rerun-stale --dry-run   # the stale cells' reruns
 
 A sweep lists tasks x optims x seeds x overrides and sbatch resources per scale and task. Every
 cell is composed with Hydra exactly as ``run.py`` would, so its run directory and record path
@@ -14,6 +15,10 @@ line with ``resume=auto``; its log lands beside the run (``<run_dir>/slurm-<job>
 with its exit code in ``<run_dir>/exit_code``. Preemption: the script asks Slurm for
 ``--signal=B:USR2@<warn>`` and ``--requeue``; the batch shell forwards USR2/TERM to the run,
 which checkpoints (and on USR2 requeues itself); the requeued task resumes.
+
+``--status`` also marks the done cells whose record is stale (code that affects its task changed
+since it ran), dirty or of unknown provenance (sweep_status.py); ``--rerun-stale`` reruns the
+stale ones, with ``overwrite=true``, on Slurm or (``--local``) here.
 
 ``--dry-run`` prints what would be submitted (or, with ``--local``, run) and never runs, writes
 or submits anything. A bad flag, sweep file (checked in sweep_file.py) or scale is one line
@@ -37,82 +42,21 @@ from sweep_file import (  # noqa: E402
     ARRAY_SCRIPT,
     ROOT,
     SweepError,
-    cells,
+    cells,  # noqa: F401  (submit.cells: the tests expand sweeps through this module)
     check_scale,
     known,
     load_sweep,
     resources,
     sbatch_lines,
 )
+from sweep_status import print_status, status, sweep_dir, todo  # noqa: E402
 
 
-def sweep_dir(sweep: dict, scale: str) -> Path:
-    """Where the sweep's manifests, array scripts and submission notes go."""
-    base = Path(os.environ.get("SOLO_OUTPUTS_DIR", ROOT / "outputs"))
-    return base / "sweeps" / sweep["name"] / scale
-
-
-def queued(sdir: Path) -> dict[str, str]:
-    """run_dir -> Slurm state for cells of earlier submissions still pending or running."""
-    states = {}
-    for sub in sorted(sdir.glob("submitted-*.json")):
-        try:
-            info = json.loads(sub.read_text())
-            job_id, manifest = int(info["job_id"]), Path(info["manifest"])
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise SweepError(f"cannot read the submission note {sub} ({type(e).__name__}: {e}); "
-                             "delete it if that array job has left the queue") from None
-        try:
-            q = subprocess.run(["squeue", "-h", "-r", "-j", str(job_id), "-o", "%K %T"],
-                               capture_output=True, text=True)
-        except FileNotFoundError:  # no Slurm client here: nothing can be queued
-            return {}
-        if q.returncode or not manifest.is_file():
-            continue  # the array left the queue (squeue errors on unknown job ids)
-        lines = manifest.read_text().splitlines()
-        for entry in q.stdout.strip().splitlines():
-            task_id, state = entry.split()
-            if task_id.isdigit() and int(task_id) <= len(lines):
-                states[lines[int(task_id) - 1].split("\t")[0]] = state
-    return states
-
-
-def _valid(path: Path) -> bool:
-    """Whether the record at ``path`` passes the schema: a torn or foreign file is no result,
-    so its cell runs again (and the run rewrites it)."""
-    from experiments.records import RecordError, load_record
-
-    try:
-        load_record(path)
-    except RecordError as e:
-        print(f"NOTE: not counted as done: {e}", file=sys.stderr)
-        return False
-    return True
-
-
-def status(sweep: dict, scale: str) -> list[dict]:
-    """Every cell of the sweep with its state: done, a Slurm state, failed or not submitted."""
-    sdir = sweep_dir(sweep, scale)
-    active = queued(sdir)
-    rows = []
-    for c in cells(sweep, scale):
-        exit_file = c["run_dir"] / "exit_code"
-        logs = sorted(c["run_dir"].glob("slurm-*.log"), key=lambda p: p.stat().st_mtime)
-        if c["record"].exists() and _valid(c["record"]):
-            state = "done"
-        elif str(c["run_dir"]) in active:
-            state = active[str(c["run_dir"])].lower()
-        elif exit_file.exists() and exit_file.read_text().strip() != "0":
-            state = "failed"
-        else:
-            state = "not submitted"
-        rows.append({**c, "state": state, "log": str(logs[-1]) if logs else None})
-    return rows
-
-
-def submit(sweep: dict, scale: str, *, dry_run: bool, parallel: int | None) -> list[int]:
-    """Submit the missing or failed cells, one array job per task; returns the job ids. With
-    ``dry_run`` print each manifest and array script instead, and write or submit nothing."""
+def submit(sweep: dict, scale: str, *, dry_run: bool, parallel: int | None,
+           rerun_stale: bool = False) -> list[int]:
+    """Submit the missing or failed cells (with ``rerun_stale``: the stale cells' reruns,
+    sweep_status.todo), one array job per task; returns the job ids. With ``dry_run`` print
+    each manifest and array script instead, and write or submit nothing."""
     for task in sweep["tasks"]:
         if not resources(sweep, scale, task):
             have = ", ".join(sweep.get("resources") or {}) or "none"
@@ -125,14 +69,14 @@ def submit(sweep: dict, scale: str, *, dry_run: bool, parallel: int | None) -> l
                          "--local JOBS, or add --dry-run to see the scripts")
     sdir = sweep_dir(sweep, scale)
     rows = status(sweep, scale)
-    todo = [r for r in rows if r["state"] in ("not submitted", "failed")]
-    skipped = len(rows) - len(todo)
+    chosen = todo(rows, rerun_stale)
     note = " (dry run: nothing is written or submitted)" if dry_run else ""
-    print(f"{sweep['name']} ({scale}): {len(rows)} cells, {skipped} done or queued, "
-          f"{len(todo)} to submit{note}")
+    what = (f"{len(chosen)} stale to rerun with overwrite=true" if rerun_stale else
+            f"{len(rows) - len(chosen)} done or queued, {len(chosen)} to submit")
+    print(f"{sweep['name']} ({scale}): {len(rows)} cells, {what}{note}")
     job_ids = []
     for task in sweep["tasks"]:
-        mine = [r for r in todo if r["task"] == task]
+        mine = [r for r in chosen if r["task"] == task]
         if not mine:
             continue
         res = resources(sweep, scale, task)
@@ -170,25 +114,27 @@ def submit(sweep: dict, scale: str, *, dry_run: bool, parallel: int | None) -> l
     return job_ids
 
 
-def run_local(sweep: dict, scale: str, jobs: int, *, dry_run: bool = False) -> int:
-    """Run the missing cells on this machine, ``jobs`` at a time (no Slurm); returns failures.
-    With ``dry_run`` print their commands instead, and run or write nothing."""
+def run_local(sweep: dict, scale: str, jobs: int, *, dry_run: bool = False,
+              rerun_stale: bool = False) -> int:
+    """Run the missing cells (with ``rerun_stale``: the stale cells' reruns) on this machine,
+    ``jobs`` at a time (no Slurm); returns failures. With ``dry_run`` print their commands
+    instead, and run or write nothing."""
     from concurrent.futures import ThreadPoolExecutor
 
-    todo = [r for r in status(sweep, scale) if r["state"] in ("not submitted", "failed")]
+    chosen = todo(status(sweep, scale), rerun_stale)
     if dry_run:
-        print(f"{sweep['name']} ({scale}): {len(todo)} cells would run here, {jobs} at a time "
+        print(f"{sweep['name']} ({scale}): {len(chosen)} cells would run here, {jobs} at a time "
               "(dry run: nothing runs)")
-        for cell in todo:
+        for cell in chosen:
             print(cell["cmd"])
         return 0
-    for cell in todo:  # an unwritable outputs folder stops the sweep before any run starts
+    for cell in chosen:  # an unwritable outputs folder stops the sweep before any run starts
         try:
             cell["run_dir"].mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise SweepError(f"cannot create the run folder {cell['run_dir']} ({e.strerror}); "
                              "set SOLO_OUTPUTS_DIR to a writable folder") from None
-    print(f"{sweep['name']} ({scale}): {len(todo)} cells to run here, {jobs} at a time")
+    print(f"{sweep['name']} ({scale}): {len(chosen)} cells to run here, {jobs} at a time")
 
     def one(cell):
         log = cell["run_dir"] / "local.log"
@@ -205,10 +151,10 @@ def run_local(sweep: dict, scale: str, jobs: int, *, dry_run: bool = False) -> i
     finished = []
     try:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            for rc in pool.map(one, todo):  # on Ctrl-C, map cancels the cells not started
+            for rc in pool.map(one, chosen):  # on Ctrl-C, map cancels the cells not started
                 finished.append(rc)
     except KeyboardInterrupt:
-        print(f"interrupted: {len(finished)} of {len(todo)} cells finished and no more start "
+        print(f"interrupted: {len(finished)} of {len(chosen)} cells finished and no more start "
               "(running ones got the Ctrl-C too); run the same command again for the rest "
               "(resume=auto continues each from its last checkpoint)", file=sys.stderr)
         raise SystemExit(130) from None
@@ -242,7 +188,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--local", type=positive_int, metavar="JOBS", help="no Slurm: run the "
                     "missing cells on this machine, JOBS at a time")
     ap.add_argument("--task", action="append", help="only these tasks of the sweep (repeatable)")
+    ap.add_argument("--rerun-stale", action="store_true", help=(
+        "rerun, with overwrite=true, the done cells whose record is stale: a file that affects "
+        "its task changed since it ran (--status lists them); each in a fresh run folder, "
+        "<run_dir>/rerun-<code hash>. On Slurm, or here with --local. Records of unknown "
+        "provenance (made before records named their code) are not rerun: delete such a "
+        "record to run its cell again. Dirty records whose code is the current one are not "
+        "stale"))
     args = ap.parse_args(argv)
+    if args.status and args.rerun_stale:
+        ap.error("--status only reports and --rerun-stale runs cells: give one of them")
     if args.status and args.local:
         ap.error("--status only reports and --local runs cells: give one of them")
     if args.status and args.parallel:
@@ -251,17 +206,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         ap.error("--parallel caps Slurm array tasks; with --local, JOBS is the cap: "
                  "drop --parallel")
     return args
-
-
-def print_status(sweep: dict, scale: str) -> None:
-    """One line per cell (its state; the log of a failed one), then the counts."""
-    rows = status(sweep, scale)
-    for r in rows:
-        cell = " ".join([r["task"], r["optim"], f"seed={r['seed']}", *r["overrides"]])
-        extra = f"  log: {r['log']}" if r["state"] == "failed" and r["log"] else ""
-        print(f"{r['state']:14s} {cell}{extra}")
-    counts = {s: sum(r["state"] == s for r in rows) for s in sorted({r["state"] for r in rows})}
-    print(f"{len(rows)} cells: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
 
 
 def main(argv=None) -> None:
@@ -280,9 +224,12 @@ def main(argv=None) -> None:
         if args.status:
             print_status(sweep, scale)
         elif args.local:
-            raise SystemExit(1 if run_local(sweep, scale, args.local, dry_run=args.dry_run) else 0)
+            failed = run_local(sweep, scale, args.local, dry_run=args.dry_run,
+                               rerun_stale=args.rerun_stale)
+            raise SystemExit(1 if failed else 0)
         else:
-            submit(sweep, scale, dry_run=args.dry_run, parallel=args.parallel)
+            submit(sweep, scale, dry_run=args.dry_run, parallel=args.parallel,
+                   rerun_stale=args.rerun_stale)
     except SweepError as err:  # the user's to fix: one line, no traceback, exit status 1
         raise SystemExit(f"error: {err}") from None
 

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = ROOT / "scripts" / "sweeps"
 sys.path.insert(0, str(ROOT))  # experiments/ of this checkout, before any installed copy
 
-from experiments.errors import RunError  # noqa: E402  (needs ROOT on the path)
+from experiments.errors import ConfigError, RunError  # noqa: E402  (needs ROOT on the path)
 
 #: Top-level keys of a sweep file; ``tasks``, ``optims`` and ``seeds`` are required.
 KEYS = ("name", "scale", "tasks", "optims", "seeds", "overrides", "fixed", "fixed_per_task",
@@ -244,6 +244,7 @@ def compose_cells(overrides: list[list[str]], sweep_file: str = "") -> list[tupl
 
     from experiments import register_configs
     from experiments.records import record_path
+    from experiments.validate import check_config
 
     register_configs()
     out = []
@@ -259,9 +260,13 @@ def compose_cells(overrides: list[list[str]], sweep_file: str = "") -> list[tupl
                     cfg.variant = str(cfg.variant)  # resolved while the hydra node is here
                     del cfg.hydra
                 record = record_path(cfg)
+                check_config(cfg, here=False)  # a bad value fails here, not in the queue
             except (HydraException, OmegaConfBaseException, ValueError) as e:
                 raise SweepError(f"sweep {sweep_file}: the cell `{' '.join(ov)}` does not "
                                  f"compose: {_one_line(e)}; fix its overrides") from None
+            except ConfigError as e:
+                raise SweepError(f"sweep {sweep_file}: the cell `{' '.join(ov)}` is refused: "
+                                 f"{e}; fix its overrides") from None
             out.append((run_dir if run_dir.is_absolute() else ROOT / run_dir, ROOT / record))
     return out
 

@@ -33,6 +33,9 @@ BAD_FILES = {
     "override Hydra rejects": ({"overrides": [["bogus=1"]]},
                                "does not compose: Could not override 'bogus'"),
     "unknown logger": ({"fixed": ["logger=nothing"]}, "does not compose"),
+    "override value out of range": ({"overrides": [["beta1=2"]]},
+                                    "is refused: beta1=2 is not allowed: expected null or a "
+                                    "number in [0, 1)"),
     "two cells one folder": ({"overrides": [[], []]}, "share the run folder"),
     "fixed a string": ({"fixed": "logger=none"}, "fixed must be a list of strings"),
     "fixed_per_task typo": ({"fixed_per_task": {"dnc": ["scale.epochs=1"]}},

@@ -59,4 +59,5 @@ def test_cells_with_records_are_skipped(tmp_path, monkeypatch, capsys):
     assert "4 cells, 1 done or queued, 3 to submit" in out
     assert first["cmd"] not in out
     submit.main(["smoke", "--status"])
-    assert capsys.readouterr().out.strip().splitlines()[-1] == "4 cells: 1 done, 3 not submitted"
+    assert capsys.readouterr().out.strip().splitlines()[-1] == (
+        "4 cells: 1 done, 3 not submitted (of the done: 1 of unknown provenance)")
