@@ -8,8 +8,9 @@
 
 A sweep lists tasks x optims x seeds x overrides and sbatch resources per scale and task. Every
 cell is composed with Hydra exactly as ``run.py`` would, so its run directory and record path
-are the ones a local run uses. Cells whose record exists, or that are queued or running from an
-earlier submission, are skipped: resubmitting is idempotent. Each array task runs one manifest
+are the ones a local run uses. Cells whose record exists, whose run diverged (its crash note
+exists: the same seed would diverge again; delete the note to retry), or that are queued or
+running from an earlier submission, are skipped: resubmitting is idempotent. Each array task runs one manifest
 line with ``resume=auto``; its log lands beside the run (``<run_dir>/slurm-<job>_<task>.log``),
 with its exit code in ``<run_dir>/exit_code``. Preemption: the script asks Slurm for
 ``--signal=B:USR2@<warn>`` and ``--requeue``; the batch shell forwards USR2/TERM to the run,
@@ -78,7 +79,7 @@ def queued(sdir: Path) -> dict[str, str]:
 
 
 def _valid(path: Path) -> bool:
-    """Whether the record at ``path`` passes the schema: a torn or foreign file is no result,
+    """Whether the record (or crash note) at ``path`` passes the schema: a torn or foreign file is no result,
     so its cell runs again (and the run rewrites it)."""
     from experiments.records import RecordError, load_record
 
@@ -91,15 +92,19 @@ def _valid(path: Path) -> bool:
 
 
 def status(sweep: dict, scale: str) -> list[dict]:
-    """Every cell of the sweep with its state: done, a Slurm state, failed or not submitted."""
+    """Every cell of the sweep with its state: done, crashed (a crash note, no record), a Slurm
+    state, failed or not submitted."""
     sdir = sweep_dir(sweep, scale)
     active = queued(sdir)
     rows = []
     for c in cells(sweep, scale):
         exit_file = c["run_dir"] / "exit_code"
         logs = sorted(c["run_dir"].glob("slurm-*.log"), key=lambda p: p.stat().st_mtime)
+        note = c["record"].with_name(f"crash-{c['record'].name}")
         if c["record"].exists() and _valid(c["record"]):
             state = "done"
+        elif note.exists() and _valid(note):
+            state = "crashed"
         elif str(c["run_dir"]) in active:
             state = active[str(c["run_dir"])].lower()
         elif exit_file.exists() and exit_file.read_text().strip() != "0":
