@@ -2,10 +2,12 @@
 
 A record is the single source of every table cell (README, "Running experiments"). It lies at
 ``<records_dir>/<scale>/<task>/<optim>/seed<k>.json``; runs with extra overrides (ablations) one
-level deeper, under their override string (``variant``). A run whose loss became NaN/inf leaves a
-crash note, ``crash-seed<k>.json``, where its record would be. :func:`validate` checks a record
-when it is made (:func:`make_record`, :func:`write_record`) and every time it is read
-(:func:`load_record`, :func:`load_records`: tables, figures, the e2e table).
+level deeper, under their variant name: the layout and the naming rule are
+experiments/folders.py's (``cell_path``, ``variant_name``), shared with the run folders. A run
+whose loss became NaN/inf leaves a crash note, ``crash-seed<k>.json``, where its record would
+be. :func:`validate` checks a record when it is made (:func:`make_record`,
+:func:`write_record`) and every time it is read (:func:`load_record`, :func:`load_records`:
+tables, figures, the e2e table).
 
 Standard library at import time, so that readers need neither torch nor omegaconf.
 """
@@ -16,6 +18,7 @@ import os
 import secrets
 from pathlib import Path
 
+from experiments.folders import cell_path
 from experiments.jsonable import plain
 from experiments.provenance import provenance
 
@@ -164,9 +167,11 @@ def validate(record, *, crash_note: bool = False) -> dict:
 
 
 def relative_path(record: dict, *, crash_note: bool = False) -> Path:
-    """Where ``record`` lies below the records folder: the path is the index of the tables."""
-    cell = Path(record["scale"], record["task"], record["optim"], record.get("variant") or "")
-    return cell / f"{'crash-' if crash_note else ''}seed{record['seed']}.json"
+    """Where ``record`` (or crash note) lies below the records folder, from its fields
+    (:func:`experiments.folders.cell_path`): the path is the index of the tables."""
+    cell = cell_path(record["scale"], record["task"], record["optim"], record.get("variant"),
+                     record["seed"])
+    return cell.with_name(f"{'crash-' if crash_note else ''}{cell.name}.json")
 
 
 # ----------------------------------------------------------------------------- reading
@@ -243,12 +248,12 @@ def write_record(path: Path, record: dict) -> None:
 
 
 def record_path(cfg) -> Path:
-    """<records_dir>/<scale>/<task>/<optim>/seed<k>.json; runs with extra overrides (ablations)
-    go one level deeper, under their override string, so they never replace a table cell."""
-    cell = Path(cfg.records_dir) / cfg.scale.name / cfg.task.name / cfg.optim_name
-    if cfg.get("variant"):
-        cell = cell / str(cfg.variant)
-    return cell / f"seed{cfg.seed}.json"
+    """``<records_dir>/<scale>/<task>/<optim>[/<variant>]/seed<k>.json`` of the composed config
+    ``cfg``: a run with extra overrides (an ablation) lies one level deeper, under its variant,
+    so it never replaces a table cell."""
+    return Path(cfg.records_dir) / relative_path({
+        "scale": cfg.scale.name, "task": cfg.task.name, "optim": cfg.optim_name,
+        "variant": str(cfg.get("variant") or ""), "seed": cfg.seed})
 
 
 def crash_note_path(cfg) -> Path:

@@ -1,4 +1,4 @@
-"""Figures from real small runs: state distributions, loss curves, ablations (issue 7).
+"""Figures from real small runs: state distributions, loss curves, ablations.
 
 Called by make_figures.py. Each function writes a CSV and a PNG into ``out``:
 
@@ -6,8 +6,9 @@ Called by make_figures.py. Each function writes a CSV and a PNG into ``out``:
   exact (fp32) and after 2-bit DE / zero-free linear / log quantization at block 128 and 2048;
 - loss_curves: per-step training loss of the small-scale records, mean and min-max band over
   seeds (from each run's ``metrics.jsonl``; without outputs/ the committed CSV is re-plotted);
-- ablations: records of the ablation sweeps (scripts/sweeps/ablation_*.yaml) as a table and a
-  figure per sweep.
+- ablations: the cells of the ablation sweeps (scripts/sweeps/ablation_*.yaml), each read
+  from the record (or crash note) the sweep's own run would write, as a table and a figure per
+  sweep.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -26,7 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # experiments/
 from experiments.optimizers import OPTIMIZERS  # noqa: E402
-from experiments.records import load_records  # noqa: E402
+from experiments.records import load_record, load_records  # noqa: E402
 
 RUNS = ROOT / "results" / "runs"
 METRIC = {"swin": ("top1", "top-1 %"), "dcn": ("auc", "AUC %"), "transformer": ("bleu", "BLEU"),
@@ -209,13 +209,41 @@ def loss_curves(out: Path) -> None:
 
 # ---------------------------------------------------------------- ablations
 
+def _ov(cell: dict, key: str) -> str:
+    """The value of ``key`` (``+`` dropped) among a sweep cell's own overrides, as typed."""
+    return next(o.split("=", 1)[1] for o in cell["overrides"] if o.lstrip("+").split("=")[0] == key)
+
+
+# name: (sweep in scripts/sweeps/, axis label, the cell's setting from its overrides)
 ABLATIONS = {
-    # variant folders: `quantile=0.1` (today), `+optim.quantile=0.1` (records before issue 15)
-    "quantile": (r"(?:\+optim\.)?quantile=([0-9.]+)", "quantile p"),
-    "beta1": (r"^beta1=([0-9.]+)", "beta1"),
-    "block": (r"(?:\+optim\.)?block_size=\[128,(\d+)\],(?:\+optim\.)?quantizers=\[de,(\w+)\]",
-              "v quantizer / block"),
+    "quantile": ("ablation_quantile", "quantile p", lambda c: _ov(c, "optim.quantile")),
+    "beta1": ("ablation_beta1", "beta1", lambda c: _ov(c, "beta1")),
+    "block": ("ablation_block", "v quantizer / block",
+              lambda c: "/".join([_ov(c, "optim.block_size").strip("[]").split(",")[1],
+                                  _ov(c, "optim.quantizers").strip("[]").split(",")[1]])),
 }
+
+
+def _ablation_rows(scale: str = "small") -> list[list]:
+    """[ablation, task, optim, setting, seed, value, metric label] of every sweep cell with a
+    record ("crash": only a crash note), in the sweeps' order; cells not run yet are left out."""
+    from sweep_file import cells, load_sweep
+
+    rows = []
+    for name, (sweep, _, setting) in ABLATIONS.items():
+        sweep = load_sweep(sweep)
+        sweep["fixed"] = [*(sweep.get("fixed") or []), f"records_dir={RUNS}"]  # not the env's
+        for cell in cells(sweep, scale):
+            note = cell["record"].with_name(f"crash-{cell['record'].name}")
+            path = cell["record"] if cell["record"].exists() else note
+            if not path.exists():
+                continue
+            rec = load_record(path, RUNS)
+            key, label = METRIC[rec["task"]]
+            value = "crash" if path == note else round(rec["metrics"][key], 3)
+            rows.append([name, rec["task"], rec["optim"], setting(cell), rec["seed"], value,
+                         label])
+    return rows
 
 
 def ablations(out: Path) -> None:
@@ -224,19 +252,7 @@ def ablations(out: Path) -> None:
              "scripts/sweeps/ablation_*.yaml; one seed; Swin at 10 of its 40 epochs; `crash`: the "
              "loss became NaN/inf, from the run's crash note). "
              "Small-scale sanity runs, not the paper's numbers.", ""]
-    rows = []
-    for rec in _records_variants():
-        for name, (pattern, _) in ABLATIONS.items():
-            variant = re.sub(r",?(?:task\.scales\.small\.)?epochs=\d+", "",
-                             rec["variant"] or "")
-            m = re.search(pattern, variant)
-            if m:
-                task = rec["task"]
-                key, label = METRIC[task]
-                setting = "/".join(m.groups())
-                value = ("crash" if rec.get("crashed_at_step") is not None
-                         else round(rec["metrics"][key], 3))
-                rows.append([name, task, rec["optim"], setting, rec["seed"], value, label])
+    rows = _ablation_rows()
     if not rows:
         print("ablations: no ablation records yet; skipped")
         return
@@ -287,10 +303,3 @@ def _setting_key(s: str):
         return (0, float(s), "")
     except ValueError:
         return (1, 0.0, s)
-
-
-def _records_variants(scale: str = "small") -> list[dict]:
-    """Records of runs with extra overrides, then crash notes of those that diverged."""
-    recs = [r for r in load_records(RUNS, variants=True, crash_notes=True)
-            if r["scale"] == scale and r["variant"]]
-    return sorted(recs, key=lambda r: "crashed_at_step" in r)

@@ -9,8 +9,10 @@
 
 A sweep lists tasks x optims x seeds x overrides and sbatch resources per scale and task. Every
 cell is composed with Hydra exactly as ``run.py`` would, so its run directory and record path
-are the ones a local run uses. Cells whose record exists, or that are queued or running from an
-earlier submission, are skipped: resubmitting is idempotent. Each array task runs one manifest
+are the ones a local run uses. Cells whose record exists, whose run diverged (its crash note
+exists: the same seed would diverge again; delete the note to retry), or that are queued or
+running from an earlier submission, are skipped: resubmitting is idempotent. Each array task
+runs one manifest
 line with ``resume=auto``; its log lands beside the run (``<run_dir>/slurm-<job>_<task>.log``),
 with its exit code in ``<run_dir>/exit_code``. Preemption: the script asks Slurm for
 ``--signal=B:USR2@<warn>`` and ``--requeue``; the batch shell forwards USR2/TERM to the run,

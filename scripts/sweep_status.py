@@ -1,8 +1,8 @@
 """The state of a sweep's cells (``submit.py --status``), and which of them to (re)run.
 
-A cell is done (its record exists and passes the schema), queued or running in Slurm (from the
-sweep's submission notes), failed (its run folder's exit code is not 0) or not submitted. A done
-cell's record is also checked against the code here (experiments.provenance):
+A cell is done (its record exists and passes the schema), crashed (its crash note does), queued
+or running in Slurm (from the sweep's submission notes), failed (its run folder's exit code is
+not 0) or not submitted. A done cell's record is also checked against the code here (experiments.provenance):
 
 * stale: a file that affects its task differs from the code that ran it (listed, first few);
 * dirty: it ran with uncommitted changes to the code;
@@ -91,7 +91,8 @@ def _failed(run_dir: Path) -> bool:
 
 
 def status(sweep: dict, scale: str) -> list[dict]:
-    """Every cell of the sweep with its state (done, a Slurm state, failed or not submitted);
+    """Every cell of the sweep with its state (done, crashed: a crash note and no record, a Slurm
+    state, failed or not submitted);
     a done one with its code state (:func:`code_state`), ``rerun`` (its rerun folder) and
     ``rerun_state`` (that rerun's Slurm state, "failed" or None)."""
     from experiments import provenance
@@ -101,6 +102,7 @@ def status(sweep: dict, scale: str) -> list[dict]:
     for c in cells(sweep, scale):
         logs = sorted(c["run_dir"].glob("slurm-*.log"), key=lambda p: p.stat().st_mtime)
         record = _record(c["record"]) if c["record"].exists() else None
+        note = c["record"].with_name(f"crash-{c['record'].name}")
         extra = {}
         if record is not None:
             if current is None:  # hashing the code takes a moment: only with records
@@ -110,6 +112,8 @@ def status(sweep: dict, scale: str) -> list[dict]:
             extra = {**code_state(record, current), "rerun": c["run_dir"] / rerun}
             extra["rerun_state"] = active.get(str(extra["rerun"]), "").lower() or (
                 "failed" if _failed(extra["rerun"]) else None)
+        elif note.exists() and _record(note) is not None:
+            state = "crashed"  # a finished state: the same seed would diverge again
         elif str(c["run_dir"]) in active:
             state = active[str(c["run_dir"])].lower()
         elif _failed(c["run_dir"]):

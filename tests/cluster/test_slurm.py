@@ -69,7 +69,7 @@ def test_smoke_sweep_as_arrays_writes_every_record(cluster_env, tmp_path):
     for path in records:
         rec = json.loads(path.read_text())
         assert rec["provenance"]["slurm_job_id"] and rec["provenance"]["slurm_array_task_id"]
-        run_dir = tmp_path / "outputs" / rec["task"] / rec["optim"] / "smoke" / "seed0"
+        run_dir = tmp_path / "outputs" / "smoke" / rec["task"] / rec["optim"] / "seed0"
         assert list(run_dir.glob("slurm-*_*.log")), "the task's log lands beside its run"
         assert (run_dir / "exit_code").read_text().strip() == "0"
 
@@ -134,7 +134,7 @@ def test_requeued_task_resumes_and_matches_an_uninterrupted_run(cluster_env, tmp
     out = sh([*SUBMIT, str(sweep)], cluster_env).stdout
     job = out.split("array job ")[1].split()[0]
     run_dir = next(iter(wait_for(
-        lambda: list((tmp_path / "outputs").glob("swin/solo_4_2bit/smoke/seed0/*")),
+        lambda: list((tmp_path / "outputs").glob("smoke/swin/solo_4_2bit/*/seed0")),
         300, "the run directory")))
     pattern = "run.py task=swin optim=solo_4_2bit scale=smoke seed=0 " + " ".join(fixed)
 

@@ -64,7 +64,7 @@ def test_smoke_run_writes_record_outputs_and_wandb_history(tmp_path):
                  env={"SOLO_RECORDS_DIR": str(tmp_path / "records")})
     assert out.returncode == 0, out.stderr[-3000:]
 
-    run_dir = tmp_path / "outputs" / "swin" / optim / "smoke" / "seed3"
+    run_dir = tmp_path / "outputs" / "smoke" / "swin" / optim / "seed3"
     assert (run_dir / "ckpt.pt").exists() and (run_dir / ".hydra" / "config.yaml").exists()
     record = json.loads((tmp_path / "records" / "smoke" / "swin" / optim / "seed3.json")
                         .read_text())
