@@ -1,4 +1,4 @@
-"""Codebooks: the sorted quantization levels (docs/method.md, codebooks).
+"""Codebooks: the sorted quantization levels (docs/method.md section 4).
 
 A codebook of ``b`` bits is a 1-D float32 tensor of ``2**b`` sorted levels in [-1, 1] (signed)
 or [0, 1] (unsigned). Values are normalised by a per-block scale before they are mapped to the

@@ -14,7 +14,8 @@ import torch
 
 __all__ = ["Codec", "FullCodec"]
 
-# Scales are clamped to this floor so an all-zero block divides safely.
+# Scales are clamped to this floor so an all-zero block divides safely (docs/method.md
+# section 3).
 _TINY = torch.finfo(torch.float32).tiny
 
 

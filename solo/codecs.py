@@ -6,7 +6,7 @@ interface; a new precision is a new codec. Here: the quantizers' names and allow
 :func:`make_codec`, and the codebook codecs (:class:`BlockCodec`, :class:`Rank1Codec`); the log
 codec is :mod:`solo.log_codec`'s, its value-unbiased variant :mod:`solo.log_unbiased`'s.
 
-Quantizers (block-wise quantization and codebooks: docs/method.md):
+Quantizers (docs/method.md sections 3-4):
 
 ==============  =========  ==========================================================  =====
 name            bits       levels / normalisation                                      sign

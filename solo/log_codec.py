@@ -2,7 +2,7 @@
 
 Per block of an unsigned state: levels alpha**k * Delta, k = 0..2**b-1, with Delta the block's
 max and alpha set so that the smallest level is the block's p-quantile; codes are stochastic
-roundings in the log domain (Xu et al., arXiv 2505.00347; docs/method.md, codebooks).
+roundings in the log domain (SOLO, arXiv 2505.00347; docs/method.md section 4).
 """
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
-"""The precision-specific beta1 rule of SOLO (Xu et al., arXiv 2505.00347; docs/method.md,
-beta1 at low bits).
+"""The precision-specific beta1 rule of SOLO (arXiv 2505.00347; docs/method.md section 6).
 
 Quantizing m with stochastic rounding acts like an EMA of a noisier gradient whose extra
 variance grows with beta/(1-beta) times the codebook's half-gap. To keep the noise of a setup

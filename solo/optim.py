@@ -1,5 +1,5 @@
 """AdamW, Adam and AdaBelief with quantized states: SOLO (Xu et al., arXiv 2505.00347) and the
-low-bit optimizers it compares with (Li et al., arXiv 2309.01507; docs/method.md).
+low-bit optimizers it compares with (Li et al., arXiv 2309.01507; docs/method.md section 2).
 
 The update rule is written once (:mod:`solo.update`); the state format is a pair of codecs (first
 and second moment). Between steps each state lives only in its codec's fields, e.g.

@@ -1,5 +1,4 @@
-"""Named optimizer configurations matching the papers' rows (docs/method.md, the
-configurations compared).
+"""Named optimizer configurations matching the papers' rows (docs/method.md section 7).
 
 Each preset is defined once, below, and everything else reads it: ``optim=<name>`` in Hydra
 (a ConfigStore fed from :data:`PRESETS`, experiments/optimizers.py), the tables' row labels

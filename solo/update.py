@@ -1,11 +1,11 @@
 """The update of AdamW, Adam and AdaBelief with quantized states, written once.
 
 Per parameter: decode m and v to fp32, update them and the parameter, then re-encode them; the
-update uses the fresh fp32 m and v, not their re-encoded values (Xu et al., arXiv 2505.00347;
-docs/method.md, the update with quantized states). :func:`step_one` is the eager reference
-(and the caller of the fused C++ step, which repeats its float32 operations in this order);
-:func:`step_triton` runs the same update for many parameters in one Triton launch per device
-and dtype. Which of them steps a parameter is :func:`solo.dispatch.choose`'s choice.
+update uses the fresh fp32 m and v, not their re-encoded values (docs/method.md section 2).
+:func:`step_one` is the eager reference (and the caller of the fused C++ step, which repeats
+its float32 operations in this order); :func:`step_triton` runs the same update for many
+parameters in one Triton launch per device and dtype. Which of them steps a parameter is
+:func:`solo.dispatch.choose`'s choice.
 """
 
 from __future__ import annotations
