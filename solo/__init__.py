@@ -1,7 +1,7 @@
 """solo: AdamW / AdaBelief with 2-, 3-, 4- and 8-bit optimizer states.
 
 Implements SOLO (Xu et al., arXiv 2505.00347) and the 4-bit optimizers of Li et al. (arXiv
-2309.01507); the algorithm is specified in the repository's method notes. Quick start::
+2309.01507); the algorithm is described in docs/method.md. Quick start::
 
     import solo
     opt = solo.presets.solo_4_2bit(model.parameters(), lr=1e-3, weight_decay=0.05)

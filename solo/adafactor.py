@@ -33,10 +33,10 @@ import math
 
 import torch
 
-from . import distributed
+from . import states
+from .base import _QuantizedAdam
 from .bf16_sr import round_into_
 from .codecs import Codec, make_codec
-from .optim import _QuantizedAdam
 from .validation import check_group
 
 __all__ = ["Adafactor"]
@@ -61,25 +61,22 @@ class Adafactor(_QuantizedAdam):
 
     _required_keys = _REQUIRED
     _new_keys = ("seed", "check_finite", "bf16_stochastic_round")
+    # the eager step only (no fused kernel); the factored means would need a shard's whole row
+    _fused_steps = False
+    _shardable = False
 
     def __init__(self, params, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0,
                  weight_decay=0.0, *, maximize=False, beta1=None, bits=(4, 2),
                  quantizers=("de", "log"), block_size=128, quantile=0.1,
                  min_quantizable_size=0, seed=None, check_finite=True,
                  bf16_stochastic_round=False):
-        if seed is None:
-            seed = torch.initial_seed()
-        defaults = dict(lr=lr, beta2_decay=beta2_decay, eps=eps, d=d,
-                        weight_decay=weight_decay, maximize=maximize, beta1=beta1, bits=bits,
-                        quantizers=quantizers, block_size=block_size, quantile=quantile,
-                        min_quantizable_size=min_quantizable_size, seed=seed,
-                        check_finite=check_finite, bf16_stochastic_round=bf16_stochastic_round)
-        self._check_group(defaults)
-        self._generators: dict[str, torch.Generator] = {}
-        self._formats: dict[int, dict] = {}
-        torch.optim.Optimizer.__init__(self, params, defaults)
+        super().__init__(params, dict(
+            lr=lr, beta2_decay=beta2_decay, eps=eps, d=d, weight_decay=weight_decay,
+            maximize=maximize, beta1=beta1, bits=bits, quantizers=quantizers,
+            block_size=block_size, quantile=quantile, min_quantizable_size=min_quantizable_size,
+            seed=seed, check_finite=check_finite, bf16_stochastic_round=bf16_stochastic_round))
 
-    def _check_group(self, group: dict, where: str = "") -> None:
+    def _check_knobs(self, group: dict, where: str) -> None:
         at = f"{where}: " if where else ""
         # the knobs shared with AdamW, by its checks (Adam's betas/eps/fused stand in)
         proxy = dict(group, betas=(0.0, 0.0), eps=0.0, fused=None)
@@ -102,9 +99,6 @@ class Adafactor(_QuantizedAdam):
         b1 = group["beta1"]
         if not (b1 is None or (_real(b1) and 0.0 <= b1 < 1.0)):
             raise ValueError(f"{at}Invalid beta1: {b1!r}; allowed: None or [0, 1)")
-        sr = group.setdefault("bf16_stochastic_round", False)
-        if not isinstance(sr, bool):
-            raise ValueError(f"{at}Invalid bf16_stochastic_round: {sr!r}; allowed: True, False")
         if not isinstance(group["maximize"], bool):
             raise ValueError(f"{at}Invalid maximize: {group['maximize']!r}; allowed: True, False")
 
@@ -136,7 +130,7 @@ class Adafactor(_QuantizedAdam):
         spec = {"step": ((), torch.float32)}
         for name, shape in self._shapes(group, p).items():
             for field, sd in self.state_codec(group, name, shape).spec(shape).items():
-                spec[name if field == "value" else f"{name}_{field}"] = sd
+                spec[states.key(name, field)] = sd
         return spec
 
     def _init_state(self, group, p, state):
@@ -146,48 +140,14 @@ class Adafactor(_QuantizedAdam):
 
     def _init_one(self, group, p, state, name, shape):
         for field, t in self.state_codec(group, name, shape).init(shape, p.device).items():
-            state[name if field == "value" else f"{name}_{field}"] = t
+            state[states.key(name, field)] = t
 
     def _load(self, group, state, name, shape):
         codec = self.state_codec(group, name, shape)
         fields = self._fields(state, name, codec)
         return codec, fields, codec.decode(fields, shape)
 
-    # --- step -------------------------------------------------------------------------------
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        self._check_groups()
-        work = []
-        for gi, group in enumerate(self.param_groups):
-            for pi, p in enumerate(group["params"]):
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("Adafactor does not support sparse gradients")
-                if distributed.is_dtensor(p):
-                    raise RuntimeError("Adafactor does not support sharded (DTensor) "
-                                       "parameters: use solo.AdamW, or replicate them")
-                work.append((gi, pi, group, p))
-        bad = self._nonfinite([w for w in work if w[2]["check_finite"]])
-        if bad:
-            raise FloatingPointError(
-                f"non-finite gradient in param_groups[{bad[0][0]}]['params'][{bad[0][1]}] "
-                f"({len(bad)} tensor(s) in all); nothing was updated")
-        for _, _, group, p in work:
-            state = self.state[p]
-            if not state:
-                self._init_state(group, p, state)
-            if p.device.type == "meta":
-                state["step"] += 1
-                continue
-            self._update(group, p, state)
-        self._record_formats()
-        return loss
-
+    # --- step (solo.base's step(); every parameter takes this reference step) -------------
     def _update(self, group, p, state, kernel: bool = False):
         # torch.optim.Adafactor's single-tensor step, op for op, on decoded states
         grad = p.grad.float()

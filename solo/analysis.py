@@ -1,4 +1,4 @@
-"""Signal swamping case study (method.md section 5).
+"""Signal swamping case study (SOLO, arXiv 2505.00347; docs/method.md section 5).
 
 A state x in R^n starts at all ones; each step x <- Q(beta * x~ + (1 - beta) * z) with fresh
 z ~ U[0, 1] and one block for the whole tensor (per-tensor scale recomputed each step). With
@@ -47,7 +47,7 @@ def swamping_case_study(quantizer: str, bits: int, beta: float, *, steps: int = 
 
 
 def swamping_threshold(quantizer: str, bits: int) -> float:
-    """The beta above which nearest rounding swamps (method.md section 5, Corollary).
+    """The beta above which nearest rounding swamps (SOLO's corollary on swamping).
 
     A level of half-gap r keeps its code once 1 - beta <= r (the increment (1 - beta) z with
     z <= Delta cannot cross it), so the linear map with zero (``linear0``) swamps every level

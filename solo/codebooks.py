@@ -1,4 +1,4 @@
-"""Codebooks: the sorted quantization levels of method.md section 4.
+"""Codebooks: the sorted quantization levels (docs/method.md section 4).
 
 A codebook of ``b`` bits is a 1-D float32 tensor of ``2**b`` sorted levels in [-1, 1] (signed)
 or [0, 1] (unsigned). Values are normalised by a per-block scale before they are mapped to the
@@ -17,10 +17,11 @@ __all__ = ["de_levels", "linear_levels", "log_levels"]
 @functools.cache
 def _de_levels(bits: int, signed: bool) -> tuple[float, ...]:
     # Dynamic exponent map (Dettmers 2015; bitsandbytes `create_dynamic_map(signed,
-    # max_exponent_bits=bits-1, total_bits=bits)`, written from its description in method.md):
-    # exponent E in 0..bits-2 gives magnitude 10**-E times a fraction at the midpoints of
-    # evenly spaced bins over [0.1, 1]; the number of fraction bins doubles with each exponent
-    # (one fewer bit of fraction for the sign when signed). 0 and 1 are always levels.
+    # max_exponent_bits=bits-1, total_bits=bits)`, written from the map's description, not
+    # its code): exponent E in 0..bits-2 gives magnitude 10**-E times a fraction at the
+    # midpoints of evenly spaced bins over [0.1, 1]; the number of fraction bins doubles with
+    # each exponent (one fewer bit of fraction for the sign when signed). 0 and 1 are always
+    # levels.
     exp_bits = bits - 1
     levels = [0.0, 1.0]
     for i in range(exp_bits):
@@ -37,7 +38,7 @@ def _de_levels(bits: int, signed: bool) -> tuple[float, ...]:
 
 
 def de_levels(bits: int, signed: bool) -> torch.Tensor:
-    """Dynamic-exponent levels: ``2**bits`` sorted float32 values (method.md section 4)."""
+    """Dynamic-exponent levels: ``2**bits`` sorted float32 values (Dettmers 2015)."""
     return torch.tensor(_de_levels(bits, signed), dtype=torch.float32)
 
 

@@ -1,7 +1,7 @@
 """Full-precision states (``none`` / ``bf16`` for both) through torch's multi-tensor kernels.
 
 fp32 states of fp32 CPU parameters take torch's fused AdamW kernel (within torch's
-fused-vs-foreach tolerance of the eager reference, solo/optim.py ``_update``); bf16 states take
+fused-vs-foreach tolerance of the eager reference, solo/update.py ``step_one``); bf16 states take
 torch's foreach ops in the reference's order (its exact bits: one ulp of fp32 before rounding
 to bf16 would move a state by one bf16 ulp). Parameters of any memory layout: see
 :mod:`solo.layout`.

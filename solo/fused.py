@@ -2,7 +2,7 @@
 
 One pass per block decodes m and v, applies the AdamW/AdaBelief update and re-encodes them
 (solo/csrc/fused_step.cpp), instead of the reference's ~40 tensor-wide ops per parameter. It
-mirrors the eager reference (solo/optim.py ``_update``) op by op in float32. Built with AVX2
+mirrors the eager reference (solo/update.py ``step_one``) op by op in float32. Built with AVX2
 (``-march=native`` on an x86 machine that has it), blocks whose length is a multiple of 8 run
 eight elements per instruction, with the same float operations in the same order as the scalar
 loop that handles the rest, and the same bits (tested). Differences from the reference:

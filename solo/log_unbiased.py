@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import torch
 
-from .codecs import _TINY, LogCodec, _blocks
+from .codec_base import _TINY, _blocks
+from .log_codec import LogCodec
 from .packing import pack
 
 __all__ = ["UnbiasedLogCodec"]

@@ -1,4 +1,4 @@
-"""The precision-specific beta1 rule of SOLO (method.md section 6).
+"""The precision-specific beta1 rule of SOLO (arXiv 2505.00347; docs/method.md section 6).
 
 Quantizing m with stochastic rounding acts like an EMA of a noisier gradient whose extra
 variance grows with beta/(1-beta) times the codebook's half-gap. To keep the noise of a setup

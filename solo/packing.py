@@ -1,4 +1,4 @@
-"""Dense bit packing of b-bit codes into uint8 storage (method.md section 3).
+"""Dense bit packing of b-bit codes into uint8 storage.
 
 8-bit codes take one byte each, 4-bit two per byte, 2-bit four per byte, and 3-bit codes go
 eight to three bytes (24 bits), so a b-bit state really costs b bits per element plus at most

@@ -1,4 +1,4 @@
-"""Named optimizer configurations matching the papers' rows (method.md section 7).
+"""Named optimizer configurations matching the papers' rows (docs/method.md section 7).
 
 Each preset is defined once, below, and everything else reads it: ``optim=<name>`` in Hydra
 (a ConfigStore fed from :data:`PRESETS`, experiments/optimizers.py), the tables' row labels
@@ -9,7 +9,7 @@ like a torch.optim constructor::
 
 Keyword arguments beyond ``lr, betas, eps, weight_decay`` override the preset's knobs. A beta1
 of ``None`` means the preset's default: 0.9 for the baselines, and for the SOLO presets the
-precision rule of method.md section 6, ``adjusted_beta(0.9, bits_m, ref_bits=5)`` (0.818 for
+precision rule of :mod:`solo.momentum`, ``adjusted_beta(0.9, bits_m, ref_bits=5)`` (0.818 for
 4-bit m, 0.692 for 3-bit, 0.525 for 2-bit): the paper calls the 5-bit column empirically
 feasible and its own code uses 0.8 for 4/2-bit. An explicit beta1 is used as given.
 

@@ -2,8 +2,8 @@
 
 One program updates one block of one tensor: unpack the codes, dequantize m and v, apply the
 AdamW/AdaBelief update, take the block max (and for ``log`` the exact p-quantile of the
-positive v entries), encode, pack. Every step is the eager reference's (solo/optim.py
-``_update``, solo/codecs.py) and the C++ kernel's (solo/csrc/fused_step.cpp ``block_scalar``)
+positive v entries), encode, pack. Every step is the eager reference's (solo/update.py
+``step_one``, solo/codecs.py) and the C++ kernel's (solo/csrc/fused_step.cpp ``block_scalar``)
 in the same order of float32 operations; the comments name the matching lines there.
 
 Bit-for-bit agreement needs IEEE float32 arithmetic: divisions and square roots are the
@@ -196,7 +196,7 @@ def quantized_step_kernel(
     g = tl.load(g_ptr + e, mask=valid, other=0.0).to(tl.float32)
     p = tl.load(p_ptr + e, mask=valid, other=0.0).to(tl.float32)
 
-    # the update (optim._update; C++ block_scalar, same order)
+    # the update (update.step_one; C++ block_scalar, same order)
     if HAS_WD:
         p = p * decay  # p32.mul_(1 - lr * wd)
     if SMALL_W:  # m.lerp_(g, 1 - beta1), torch's two lerp formulas

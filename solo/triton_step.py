@@ -4,7 +4,7 @@ The kernel (solo/triton_kernel.py) updates one block per program; a launch cover
 parameter of a group with the same parameter and gradient dtype, through a small table of
 per-tensor addresses (multi-tensor, as torch's ``_foreach`` kernels), so a step costs one
 launch per group instead of one per tensor. It follows the eager reference
-(solo/optim.py ``_update``) and the C++ CPU step (solo/csrc/fused_step.cpp) operation by
+(solo/update.py ``step_one``) and the C++ CPU step (solo/csrc/fused_step.cpp) operation by
 operation in float32, and draws its stochastic-rounding numbers from the same counter-based
 generator as the C++ step, keyed per tensor per step from the optimizer's own generator:
 given the same key both kernels write the same codes, and a checkpoint resumes exactly.

@@ -1,6 +1,6 @@
 // Fused CPU step of solo.AdamW / solo.AdaBelief for block-quantized states (one pass per block:
 // decode m and v, update them and the parameter, re-encode). It follows the eager reference
-// (solo/optim.py `_update`, solo/codecs.py) operation by operation, in float32 and in the same
+// (solo/update.py `step_one`, solo/codecs.py) operation by operation, in float32 and in the same
 // order, so given the same random draws it produces the same codes; see solo/fused.py.
 //
 // Supported: m = block codec, nearest rounding, signed levels (de / linear); v = block codec,
