@@ -1,10 +1,10 @@
 """Every results table's layout, as data: the paper tables (TABLES: columns, the paper's CSV,
 the optimizer family of their rows), the medium-scale LLaMA section of table2a.md (MEDIUM_LLAMA),
-the paper's claims that claims.md tests (CLAIMS, CLAIM_BASELINES), the memory table
+the columns of claims.md (CLAIM_COLUMNS), the memory table
 (MEMORY_COLUMNS) and the benchmark tables of scripts/memory_table.py and scripts/e2e_table.py.
 A layout is a list of columns; a column of a paper table says which task, metric and paper
 column it shows, a column of the other tables is (header, function of a row -> cell text).
-Rendered by make_tables.py."""
+Rendered by make_tables.py, table_sections.py and claims_table.py."""
 
 import statistics
 
@@ -237,70 +237,19 @@ MEDIUM_LLAMA = {
 
 
 # ----------------------------------------------------------------------------- claims
-# The paper's claims that claims.md tests against our runs: each compares optimizers with
-# CLAIM_BASELINE (or the claim's own "baseline") on (task, scale, metric) rows. Scales: small
-# for the from-scratch tasks and medium for llama, the largest we run. A row's keys: decimals;
-# lower_is_better (better/worse flip); optional (shown only when some record has the metric:
-# older swin records lack top1_best); diverged_below (flag seeds below it: small-scale swin is
-# MNIST, chance 10); variant (the runs of that override folder, e.g. "epochs=10", instead of
-# the recipe's).
+# The claims themselves, their runs and margins are data in conf/claims.yaml (claims_spec.py).
+# One row per (task, metric) of a comparison: strings computed by claims_table.metric_row.
 
-CLAIM_BASELINE = "adamw32"
-
-MATCH_METRICS = [
-    dict(task="swin", scale="small", metric="top1", decimals=2),
-    dict(task="swin", scale="small", metric="top1_best", decimals=2, optional=True),
-    dict(task="transformer", scale="small", metric="bleu", decimals=2),
-    dict(task="dcn", scale="small", metric="auc", decimals=2),
-    dict(task="dcn", scale="small", metric="logloss", decimals=5, lower_is_better=True),
-    dict(task="llama", scale=MEDIUM_SCALE, metric="heldout_acc", decimals=2),
-    dict(task="llama", scale=MEDIUM_SCALE, metric="mmlu", decimals=2),
-    # held-out acc nears its ceiling after fine-tuning; the gold answers' loss still separates
-    dict(task="llama", scale=MEDIUM_SCALE, metric="heldout_loss", decimals=4,
-         lower_is_better=True),
-]
-
-MATCHES = "The claim holds in a row whose verdict is \"within seed spread\" (or better)."
-CRASHES = ("The claim holds in a row whose verdict is \"outside seed spread (worse)\", or where "
-           "seeds diverged or crashed.")
-
-CLAIMS = [
-    dict(title="(a) SOLO 4/2-bit AdamW matches 32-bit AdamW (Tables 1 and 2a)", note=MATCHES,
-         optims=["solo_4_2bit"], metrics=MATCH_METRICS),
-    dict(title="(b) SOLO 2-bit AdamW matches 32-bit AdamW (Tables 1 and 2a)", note=MATCHES,
-         optims=["solo_2bit"], metrics=MATCH_METRICS),
-    dict(title="(c) naive 4-bit and 2-bit AdamW crash on Swin-T (Table 1 prints \"Crash\")",
-         note=CRASHES + " Our small-scale Swin-T trains on MNIST (10 classes, chance 10): a "
-              "seed below 20 is marked diverged.",
-         optims=["adamw4bit", "adamw2bit"],
-         metrics=[dict(task="swin", scale="small", metric="top1", decimals=2, diverged_below=20),
-                  # the hypothesis tested (scripts/sweeps/swin_crash_probe.yaml): they crash
-                  # only when optimization is harder; 10 epochs at the recipe's lr and warm-up,
-                  # then lr x4 without warm-up
-                  *(dict(task="swin", scale="small", metric="top1", decimals=2,
-                         diverged_below=20, variant=v)
-                    for v in ("epochs=10", "epochs=10,lr=8.0e-3,warmup_steps=0"))]),
-    dict(title="(d) 2-bit AdamW crashes on the Transformer (Table 1 prints \"Crash\")",
-         note=CRASHES, optims=["adamw2bit"],
-         metrics=[dict(task="transformer", scale="small", metric="bleu", decimals=2)]),
-    dict(title="(e) SOLO 4/2-bit AdaBelief matches 32-bit AdaBelief (Table 2a, AdaBelief rows)",
-         note=MATCHES, baseline="adabelief32", optims=["adabelief_solo_4_2bit"],
-         metrics=[m for m in MATCH_METRICS if m["scale"] == MEDIUM_SCALE]),
-]
-
-CLAIM_BASELINES = dict(title="Baselines: 16-bit and 8-bit AdamW against 32-bit AdamW",
-                       optims=["adamw_bf16", "adamw8bit"], metrics=MATCH_METRICS)
-
-# One row per (compared optimizer, metric): strings computed by make_tables.claim_row;
-# {baseline} in a header is the claim's baseline's label and name.
 CLAIM_COLUMNS = [
     ("task", lambda r: r["task"]),
-    ("scale", lambda r: r["scale"]),
-    ("metric", lambda r: r["metric"] + (" (lower is better)" if r["lower_is_better"] else "")),
-    ("optimizer", lambda r: f"{r['label']} (`{r['optim']}`)"),
-    ("{baseline}", lambda r: r["base"]),
+    ("metric", lambda r: r["metric"]),
+    ("margin", lambda r: r["margin"]),
+    ("β1 baseline / compared", lambda r: r["beta1"]),
+    ("baseline", lambda r: r["base"]),
     ("compared", lambda r: r["comp"]),
-    ("difference (compared - baseline)", lambda r: r["diff"]),
+    ("pairs", lambda r: r["pairs"]),
+    ("difference [95% CI]", lambda r: r["diff"]),
+    ("TOST p", lambda r: r["p"]),
     ("verdict", lambda r: r["verdict"]),
     ("hardware", lambda r: r["hardware"]),
 ]

@@ -2,6 +2,7 @@
 it memory_table.py and e2e_table.py): numbers with units, mean ± std, hardware names, the
 command that fills a missing cell, markdown and LaTeX escaping."""
 
+import re
 import statistics
 
 GIB = 2**30
@@ -13,11 +14,21 @@ BYTE_UNITS = ((GIB, "GB"), (2**20, "MB"), (2**10, "KB"), (1, "B"))
 DURATION_UNITS = ((3600, "h"), (60, "min"), (1, "s"))
 
 
+def cpu_model(name):
+    """'Intel Xeon', 'AMD EPYC 7763': a CPU's model name without trademarks, core counts,
+    clock speeds and the words CPU/Processor; None for none."""
+    if not name:
+        return None
+    text = re.sub(r"\((R|TM)\)|\bCPU\b|\bProcessor\b|\d+-Core|@.*", " ", str(name))
+    return " ".join(text.split()) or str(name)
+
+
 def hardware_label(rec):
-    """Short hardware name: the GPU model (e.g. H100) if a GPU was used, else cpu."""
+    """The hardware a record ran on, by model: the GPU's (e.g. H100) if it used one, else the
+    CPU's (e.g. AMD EPYC); "cpu" when the record names neither."""
     gpu = rec["provenance"].get("gpu")
     if not gpu:
-        return "cpu"
+        return cpu_model(rec["provenance"].get("cpu")) or "cpu"
     words = str(gpu).replace("NVIDIA", "").split()
     for w in words:  # model numbers look like A100, H100, V100, L40S
         if w[:1].isalpha() and any(c.isdigit() for c in w) and not w.endswith("GB"):

@@ -1,0 +1,86 @@
+"""Helpers for the tests of `make tables` (test_tables*.py): the script loaded as a module,
+fixture records, valid records made to order, and markdown row parsing."""
+
+import importlib.util
+import json
+
+from harness_utils import ROOT
+
+SCRIPT = ROOT / "scripts" / "make_tables.py"
+PAPER = ROOT / "results" / "paper"
+FIXTURES = ROOT / "tests" / "harness" / "fixtures" / "records"
+GOLDEN = ROOT / "tests" / "harness" / "golden"
+# The label printed in the tables; fixed so the golden files do not depend on where tests run.
+FIXTURES_LABEL = "tests/harness/fixtures/records"
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("make_tables", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # also puts scripts/ on sys.path: claims_table & co.
+    return module
+
+
+mt = _load_script()
+# Loading make_tables put scripts/ on sys.path: its modules import by their own names.
+import claims_spec  # noqa: E402, F401
+import claims_table  # noqa: E402, F401
+import table_provenance  # noqa: E402, F401
+
+MEDIUM_TITLE = (
+    "## scale: medium — SmolLM2-135M-Instruct fine-tuning (not comparable with the paper's LLaMA-7B)"
+)
+MEDIUM_SCALE_CFG = {
+    "name": "medium",
+    "pretrained": "data/cache/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    "n_train": 2000,
+    "epochs": 1,
+    "batch_size": 8,
+    "max_len": 256,
+    "lr": 1e-5,
+}
+
+
+def generate(tmp_path, records=FIXTURES, label=FIXTURES_LABEL, **kw):
+    """{file name: text} of every table made from ``records`` into tmp_path/tables."""
+    return mt.make_tables(records, PAPER, tmp_path / "tables", records_label=label, **kw)
+
+
+def record(scale, task, optim, seed, metrics, variant=None, state=4096, steps=300, config=None):
+    """A valid record (the smoke llama fixture's schema) with the given cell and values."""
+    rec = json.loads((FIXTURES / "smoke" / "llama" / "solo_4_2bit" / "seed0.json").read_text())
+    rec.update(scale=scale, task=task, optim=optim, seed=seed, variant=variant, metrics=metrics)
+    rec["memory"]["state_bytes"] = {"quantized": 0, "full_precision": state, "total": state}
+    rec["time"].update(steps=steps, wall_s=600.0 + seed)
+    rec["provenance"]["gpu"] = None
+    rec["config"].update(config or {})
+    return rec
+
+
+def write(records, rec, crash=False):
+    """Write `rec` where load_records looks for it; `crash`: as a crash note instead."""
+    cell = records / rec["scale"] / rec["task"] / rec["optim"] / (rec["variant"] or "")
+    cell.mkdir(parents=True, exist_ok=True)
+    if crash:
+        note = {k: rec[k] for k in ("task", "optim", "scale", "seed", "variant", "provenance",
+                                    "config")}
+        note.update(crashed_at_step=7, loss="nan")
+        (cell / f"crash-seed{rec['seed']}.json").write_text(json.dumps(note))
+    else:
+        (cell / f"seed{rec['seed']}.json").write_text(json.dumps(rec))
+
+
+def medium(optim, seed, mmlu, acc, variant=None, state=4096, steps=300):
+    metrics = dict(heldout_acc=acc, heldout_chance=25.0, heldout_acc_add=acc + 1,
+                   heldout_acc_compare=acc + 2, heldout_acc_reverse=acc + 3,
+                   heldout_acc_capital=acc + 4, mmlu=mmlu, mmlu_n=570, heldout_loss=2.0)
+    rec = record("medium", "llama", optim, seed, metrics, variant, state, steps,
+                 config={"scale": MEDIUM_SCALE_CFG})
+    rec["memory"]["params"] = 134_515_008
+    return rec
+
+
+def row(text, label):
+    """The cells of the markdown row whose first cell is `label`."""
+    (line,) = [ln for ln in text.splitlines() if ln.startswith(f"| {label} |")]
+    return [c.strip() for c in line.strip("|").split("|")]
