@@ -262,7 +262,7 @@ def check_clean(cfg) -> None:
         return
     if not provenance.committed(cfg.records_dir):
         return
-    dirty = snapshot["dirty_files"]
+    dirty = [f for f in snapshot["dirty_files"] or [] if provenance.affects(cfg.task.name, f)]
     if dirty:
         shown = ", ".join(dirty[:8]) + (f" and {len(dirty) - 8} more" if len(dirty) > 8 else "")
         raise DirtyTree(

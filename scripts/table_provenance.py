@@ -13,9 +13,6 @@ from table_render import cpu_model
 
 from experiments import provenance
 
-# Files that configure the tables, not the runs: a change to them makes no record stale.
-TABLES_ONLY = ("conf/claims.yaml",)
-
 # Per mark: the footnote that explains it.
 FOOTNOTES = {
     "dirty": "dirty: records made from a working tree with uncommitted changes to the code "
@@ -59,7 +56,7 @@ class Marks:
     def stale(self, rec):
         """The files that make ``rec`` stale ([] when none); None when it names no code."""
         files = provenance.stale_files(rec, self.current()) if self._names_code(rec) else None
-        return None if files is None else [f for f in files if f not in TABLES_ONLY]
+        return files  # provenance.affects: the tables' own configuration makes none stale
 
     @staticmethod
     def _names_code(rec):

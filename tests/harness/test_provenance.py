@@ -69,13 +69,15 @@ def test_a_record_is_stale_only_for_changes_that_affect_its_task(repo):
     ("conf/recipe/dcn_small.yaml", "dcn", True), ("conf/recipe/swin_small.yaml", "dcn", False),
     ("conf/task/swin.yaml", "dcn", False), ("conf/config.yaml", "dcn", True),
     ("conf/logger/wandb.yaml", "dcn", False), ("run.py", "swin", True),
+    ("conf/claims.yaml", "swin", False),
 ])
 def test_affects(path, task, expected):
     assert provenance.affects(task, path) is expected
 
 
 def cfg(records_dir, scale="small", **extra):
-    return OmegaConf.create({"scale": {"name": scale}, "records_dir": str(records_dir), **extra})
+    return OmegaConf.create({"scale": {"name": scale}, "task": {"name": "dcn"},
+                             "records_dir": str(records_dir), **extra})
 
 
 def test_a_record_for_the_committed_folder_needs_a_clean_tree(monkeypatch, tmp_path):
@@ -86,6 +88,8 @@ def test_a_record_for_the_committed_folder_needs_a_clean_tree(monkeypatch, tmp_p
     validate.check_clean(cfg(committed, allow_dirty=True))
     validate.check_clean(cfg(committed, scale="smoke"))
     validate.check_clean(cfg(tmp_path))  # not the committed records
+    monkeypatch.setattr(provenance, "_SNAPSHOT", {"dirty_files": ["experiments/swin/run.py"]})
+    validate.check_clean(cfg(committed))  # another task's code
     monkeypatch.setattr(provenance, "_SNAPSHOT", {"dirty_files": []})
     validate.check_clean(cfg(committed))
 
