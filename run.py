@@ -18,15 +18,17 @@ signal.signal(signal.SIGINT, lambda *_: sys.exit(128 + signal.SIGINT))
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from experiments import register_configs, stopping, validate  # noqa: E402
+from experiments import config, register_configs, stopping, validate  # noqa: E402
 from experiments.errors import one_line_errors  # noqa: E402
 
 register_configs()  # optim=<name> (solo.presets and the peers) and the run-folder resolver
 signal.signal(signal.SIGINT, signal.default_int_handler)  # KeyboardInterrupt: see main()
 
 
-@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=config.CONF_DIR, config_name=config.CONFIG_NAME,
+            version_base=config.VERSION_BASE)
 def main(cfg: DictConfig) -> None:
+    config.resolve_runtime(cfg)  # as experiments.config.compose does: runners see plain values
     with one_line_errors(), stopping.interrupted(cfg.run_dir):
         validate.preflight(cfg, cfg.run_dir)  # again for multirun jobs, which skip the callback
         # Imported lazily so a bad name, key or value fails before the task's libraries load.

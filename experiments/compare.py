@@ -20,7 +20,6 @@ line of the block, and anything else that goes wrong a warning (:func:`print_rep
 import csv
 import json
 import logging
-import sys
 from pathlib import Path
 
 from experiments import provenance, records
@@ -34,11 +33,7 @@ _PROBE = object()
 
 def _layouts():
     """scripts/table_layouts (the paper tables' columns) and table_render (number formats)."""
-    scripts = str(ROOT / "scripts")
-    if scripts not in sys.path:
-        sys.path.append(scripts)
-    import table_layouts
-    import table_render
+    from scripts import table_layouts, table_render
 
     return table_layouts, table_render
 

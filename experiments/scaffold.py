@@ -40,7 +40,6 @@ from experiments import (
     batching,
     checkpoint,
     compare,
-    distributed,
     folders,
     provenance,
     records,
@@ -48,6 +47,7 @@ from experiments import (
     tracking,
     validate,
 )
+from experiments import ranks as distributed
 from experiments.errors import ConfigError, NonFiniteLoss
 from experiments.optimizers import state_bytes
 

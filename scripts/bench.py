@@ -32,18 +32,17 @@ import argparse
 import ctypes
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import solow_adapter
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's solo/, experiments/
-import solo  # noqa: E402
-from experiments.optimizers import OPTIMIZERS  # noqa: E402
+import solo
+from experiments.optimizers import OPTIMIZERS
+from experiments.provenance import cpu_name
+from scripts import solow_adapter
 
 # The optimizers of the GPU benchmark (docs/speed.md): ours, torch's, torchao's, bitsandbytes',
 # and the reference SOLO code, by their registry names (experiments/optimizers.py).
@@ -166,16 +165,6 @@ def copy_gbps(n: int, device, reps: int = 5) -> float:
     return 2 * 4 * n / statistics.median(times[1:]) / 1e9
 
 
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _mib(x) -> str:
     return "n/a" if x is None else f"{x / 2**20:.1f}"
 
@@ -227,7 +216,7 @@ def main() -> None:
                     r[key] = r["ms_per_step"] / base
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"device": args.device, "cpu": _cpu_name(), "cores": os.cpu_count(),
+    meta = {"device": args.device, "cpu": cpu_name(), "cores": os.cpu_count(),
             "threads": torch.get_num_threads(), "torch": torch.__version__,
             "steps": args.steps, "malloc_pinned": pinned,
             "fused_cpu_step": solo.fused.extension() is not None,

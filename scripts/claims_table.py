@@ -6,13 +6,19 @@ that README.md (between its markers) and claims_summary.md carry.
 
 import functools
 
-from claim_stats import compare
-from table_layouts import CLAIM_COLUMNS
-from table_provenance import FOOTNOTES, Marks, beta1_text, marks_text, note
-from table_records import index_records
-from table_render import command, fmt_mean_std, fmt_num, fmt_signed, hardware_label, md_columns
-
 from experiments.optimizers import OPTIMIZERS
+from scripts.claim_stats import compare
+from scripts.table_layouts import CLAIM_COLUMNS
+from scripts.table_provenance import FOOTNOTES, Marks, beta1_text, marks_text, note
+from scripts.table_records import index_records
+from scripts.table_render import (
+    command,
+    fmt_mean_std,
+    fmt_num,
+    fmt_signed,
+    hardware_label,
+    md_columns,
+)
 
 README_BEGIN, README_END = "<!-- claims:begin -->", "<!-- claims:end -->"
 CLAIMS_PATH = "conf/claims.yaml"

@@ -14,16 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
-from table_layouts import E2E_COLUMNS
-from table_render import md_columns
+from experiments.optimizers import OPTIMIZERS
+from experiments.records import RecordError, load_record
+from scripts.table_layouts import E2E_COLUMNS
+from scripts.table_render import md_columns
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # experiments/
-from experiments.optimizers import OPTIMIZERS  # noqa: E402
-from experiments.records import RecordError, load_record  # noqa: E402
 
 
 def _hardware(prov: dict) -> str | None:

@@ -16,17 +16,16 @@ from __future__ import annotations
 import csv
 import json
 import math
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
 
+from experiments.optimizers import OPTIMIZERS
+from experiments.records import load_record, load_records
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # experiments/
-from experiments.optimizers import OPTIMIZERS  # noqa: E402
-from experiments.records import load_record, load_records  # noqa: E402
 
 RUNS = ROOT / "results" / "runs"
 METRIC = {"swin": ("top1", "top-1 %"), "dcn": ("auc", "AUC %"), "transformer": ("bleu", "BLEU"),
@@ -227,7 +226,7 @@ ABLATIONS = {
 def _ablation_rows(scale: str = "small") -> list[list]:
     """[ablation, task, optim, setting, seed, value, metric label] of every sweep cell with a
     record ("crash": only a crash note), in the sweeps' order; cells not run yet are left out."""
-    from sweep_file import cells, load_sweep
+    from scripts.sweep_file import cells, load_sweep
 
     rows = []
     for name, (sweep, _, setting) in ABLATIONS.items():

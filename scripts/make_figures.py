@@ -9,16 +9,16 @@
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
-import figures_runs  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from scripts import figures_runs  # noqa: E402
+from scripts.figures_runs import _write_csv as write_csv  # noqa: E402
 from solo.analysis import (  # noqa: E402
     CASE_STUDY_QUANTIZERS,
     swamping_case_study,
@@ -34,19 +34,12 @@ THEORY = {q: {b: swamping_threshold(q, b) for b in BITS} for q in ("linear0", "d
 LABELS = {"linear0": "linear (with 0)", "de": "DE", "log": "log (SOLO, SR)", "fp32": "fp32"}
 
 
-def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-
-
 def signal_swamping(out: Path) -> None:
     rows = []
     grid = [(q, b, beta) for q in CASE_STUDY_QUANTIZERS for b in BITS for beta in BETAS]
     for q, b, beta in tqdm(grid, desc="signal swamping", disable=None):
         rows.append([q, b, beta, round(swamping_case_study(q, b, beta), 4)])
-    _write_csv(out / "signal_swamping.csv", ["quantizer", "bits", "beta", "mean"], rows)
+    write_csv(out / "signal_swamping.csv", ["quantizer", "bits", "beta", "mean"], rows)
 
     fig, axes = plt.subplots(1, len(BITS), figsize=(12, 3.6), sharey=True)
     for ax, b in zip(axes, BITS):
@@ -85,7 +78,7 @@ def momentum_table(out: Path) -> None:
         for ref, printed in row.items():
             ours = adjusted_beta(0.9, target, ref)
             rows.append([target, ref, printed, round(ours, 4), round(ours - printed, 4)])
-    _write_csv(out / "momentum_table.csv",
+    write_csv(out / "momentum_table.csv",
                ["target_bits", "ref_bits", "paper_beta", "ours_beta", "difference"], rows)
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for target in PRINTED_TABLE:

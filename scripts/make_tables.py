@@ -30,19 +30,18 @@ import statistics
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent)]  # table_*.py, claims_*.py; experiments/ and solo/
-from claims_spec import CLAIMS_FILE, ClaimsError, load_spec  # noqa: E402
-from claims_table import README_BEGIN, render_claims, replace_block, summary_block  # noqa: E402
-from table_layouts import MEDIUM_LLAMA, TABLE1, TABLE2A, TABLE_ADABELIEF, TABLES  # noqa: E402
-from table_records import (  # noqa: E402, F401  (load_paper: scripts/memory_table.py)
+from experiments.records import RecordError, load_records
+from scripts.claims_spec import CLAIMS_FILE, ClaimsError, load_spec
+from scripts.claims_table import README_BEGIN, render_claims, replace_block, summary_block
+from scripts.table_layouts import MEDIUM_LLAMA, TABLE1, TABLE2A, TABLE_ADABELIEF, TABLES
+from scripts.table_records import (  # noqa: F401  (load_paper: scripts/memory_table.py)
     index_records,
     load_paper,
     scales_for,
     split_crash_notes,
     table_rows,
 )
-from table_render import (  # noqa: E402
+from scripts.table_render import (
     SAME_RUN,
     command,
     fmt_mean_std,
@@ -51,9 +50,7 @@ from table_render import (  # noqa: E402
     md_table,
     tex_escape,
 )
-from table_sections import PROVENANCE_LINE, medium_section, render_memory  # noqa: E402
-
-from experiments.records import RecordError, load_records  # noqa: E402
+from scripts.table_sections import PROVENANCE_LINE, medium_section, render_memory
 
 LEGEND = (
     "Ours: mean ± sample std over seeds (n seeds, scale, hardware), Δ = ours - paper (paper scale only). "

@@ -13,12 +13,12 @@ import argparse
 from pathlib import Path
 
 import torch
-from make_tables import load_paper
-from table_layouts import LLAMA7B_MEMORY_COLUMNS
-from table_render import md_columns
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import solo
+from scripts.make_tables import load_paper
+from scripts.table_layouts import LLAMA7B_MEMORY_COLUMNS
+from scripts.table_render import md_columns
 
 ROOT = Path(__file__).resolve().parents[1]
 

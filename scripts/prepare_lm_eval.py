@@ -33,9 +33,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
-
-from experiments.llama import benchmarks  # noqa: E402
+from experiments.llama import benchmarks
 
 SUFFIXES = (".jsonl", ".json", ".parquet")
 FLAGS = {"mmlu": "--mmlu", "arc_e": "--arc-easy", "arc_c": "--arc-challenge", "obqa": "--obqa",

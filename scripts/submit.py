@@ -35,12 +35,8 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent)]  # sweep_file.py; experiments/
-
-from sweep_file import (  # noqa: E402
+from scripts.sweep_file import (
     ARRAY_SCRIPT,
     ROOT,
     SweepError,
@@ -51,7 +47,7 @@ from sweep_file import (  # noqa: E402
     resources,
     sbatch_lines,
 )
-from sweep_status import print_status, status, sweep_dir, todo  # noqa: E402
+from scripts.sweep_status import print_status, status, sweep_dir, todo
 
 
 def submit(sweep: dict, scale: str, *, dry_run: bool, parallel: int | None,

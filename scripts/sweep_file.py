@@ -16,11 +16,10 @@ from pathlib import Path
 
 import yaml
 
+from experiments.errors import ConfigError, RunError
+
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = ROOT / "scripts" / "sweeps"
-sys.path.insert(0, str(ROOT))  # experiments/ of this checkout, before any installed copy
-
-from experiments.errors import ConfigError, RunError  # noqa: E402  (needs ROOT on the path)
 
 #: Top-level keys of a sweep file; ``tasks``, ``optims`` and ``seeds`` are required.
 KEYS = ("name", "scale", "tasks", "optims", "seeds", "overrides", "fixed", "fixed_per_task",

@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sweep_file import ROOT, SweepError, cells
+from scripts.sweep_file import ROOT, SweepError, cells
 
 #: Changed files a status line names before "+N more".
 SHOWN = 3

@@ -8,7 +8,14 @@ Rendered by make_tables.py, table_sections.py and claims_table.py."""
 
 import statistics
 
-from table_render import BYTE_UNITS, DURATION_UNITS, GIB, command, fmt_mean_std, hardware_label
+from scripts.table_render import (
+    BYTE_UNITS,
+    DURATION_UNITS,
+    GIB,
+    command,
+    fmt_mean_std,
+    hardware_label,
+)
 
 # Where a record may say how many parameters the model has (for bytes/param).
 PARAM_COUNT_KEYS = ("n_params", "num_params", "params")

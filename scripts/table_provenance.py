@@ -9,9 +9,8 @@ clean tree that is HEAD, so tables made just before a commit stay right after it
 
 import json
 
-from table_render import cpu_model
-
 from experiments import provenance
+from scripts.table_render import cpu_model
 
 # Per mark: the footnote that explains it.
 FOOTNOTES = {

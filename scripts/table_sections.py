@@ -4,7 +4,8 @@ memory.md (optimizer-state bytes per task and optimizer). Layouts: table_layouts
 
 from pathlib import Path
 
-from table_layouts import (
+from experiments.optimizers import OPTIMIZERS
+from scripts.table_layouts import (
     MEDIUM_LLAMA,
     MEMORY_COLUMNS,
     SCALE_TASKS,
@@ -13,10 +14,8 @@ from table_layouts import (
     TABLES,
     param_count,
 )
-from table_records import scales_for, table_rows
-from table_render import command, hardware_label, md_columns
-
-from experiments.optimizers import OPTIMIZERS
+from scripts.table_records import scales_for, table_rows
+from scripts.table_render import command, hardware_label, md_columns
 
 PROVENANCE_LINE = (
     "Paper values are the papers' numbers as printed; ours come from records in {records}."

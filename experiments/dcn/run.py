@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from experiments import distributed, optimizers, training
+from experiments import optimizers, training
+from experiments import ranks as distributed
 from experiments.dcn import data
 from experiments.dcn.evaluate import evaluate
 from experiments.dcn.model import DCN

@@ -97,7 +97,7 @@ def write(out_dir: Path, key: str, splits: dict[str, list[dict]], source: str) -
         raise DataNotFound(f"{key}: no rows for split(s) {', '.join(missing)} in {source}")
     subjects = ()
     for split, rows in splits.items():
-        _write_jsonl(folder / f"{split}.jsonl", rows)
+        write_jsonl(folder / f"{split}.jsonl", rows)
     if key == "mmlu":
         subjects = sorted({r["subject"] for r in splits["test"]})
         for subject in subjects:
@@ -106,7 +106,7 @@ def write(out_dir: Path, key: str, splits: dict[str, list[dict]], source: str) -
                 if not rows:
                     raise DataNotFound(f"mmlu: subject {subject!r} has no {split} rows in "
                                        f"{source}")
-                _write_jsonl(folder / "subjects" / subject / f"{split}.jsonl", rows)
+                write_jsonl(folder / "subjects" / subject / f"{split}.jsonl", rows)
     for fname, cfg in task_configs(key, folder, subjects).items():
         (folder / fname).write_text(yaml.safe_dump(cfg, sort_keys=False))
     (folder / "prepared.json").write_text(json.dumps(
@@ -115,7 +115,10 @@ def write(out_dir: Path, key: str, splits: dict[str, list[dict]], source: str) -
     return folder
 
 
-def _write_jsonl(path: Path, rows) -> None:
+def write_jsonl(path: Path, rows) -> None:
+    """One JSON object a line, written to a temporary file then renamed: a reader never sees a
+    half-written file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as f:

@@ -155,16 +155,6 @@ def train_tokenizer(texts: list[str], vocab_size: int, out_dir: Path):
 # ---------------------------------------------------------------- lm-eval local tasks
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
-    tmp.replace(path)
-
-
 def write_mc_task(task_dir: Path, name: str, data_file: Path, description: str,
                   target_delimiter: str = "") -> None:
     """A local lm-eval multiple-choice task over a JSONL of {prompt, choices, gold}. Written at

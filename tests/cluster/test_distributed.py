@@ -100,18 +100,18 @@ def _late_rank0(rank, port, how, results):
 
     import torch.distributed as dist
 
-    from experiments import distributed
+    from experiments import ranks
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2",
                       RANK=str(rank))
     # A default group that gives up after 2 s, as NCCL's gives up after 10 minutes.
     dist.init_process_group("gloo", rank=rank, world_size=2,
                             timeout=datetime.timedelta(seconds=2))
-    distributed.init()
+    ranks.init()
     if rank == 0:
         time.sleep(5)  # rank 0's solo work, longer than the default group's timeout
     try:
-        dist.barrier() if how == "default" else distributed.wait_for_rank0(2)
+        dist.barrier() if how == "default" else ranks.wait_for_rank0(2)
         results[rank] = "ok"
     except RuntimeError as e:
         results[rank] = f"failed: {str(e)[:80]}"

@@ -9,7 +9,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from harness_utils import RUN_PY, SOLO_OPTIM, compose
+from harness_utils import RUN_PY, SOLO_OPTIM
+
+from experiments.config import compose
 
 
 @pytest.fixture

@@ -1,23 +1,13 @@
 """Helpers for the tests of scripts/submit.py (the ``box`` fixture is in conftest.py)."""
 
-import importlib.util
-
-from harness_utils import ROOT
-
-
-def load_submit():
-    """scripts/submit.py as a module, loaded afresh."""
-    spec = importlib.util.spec_from_file_location("submit", ROOT / "scripts" / "submit.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from scripts import submit
 
 
 def call(argv) -> object:
     """submit.py's exit code for ``argv`` (0 when main returns; an error's message is its
     code, as Python's exit status 1), run in this process."""
     try:
-        load_submit().main(argv)
+        submit.main(argv)
     except SystemExit as e:
         return e.code
     return 0

@@ -1,10 +1,12 @@
 """Helpers for the tests of `make tables` (test_tables*.py): the script loaded as a module,
 fixture records, valid records made to order, and markdown row parsing."""
 
-import importlib.util
 import json
 
 from harness_utils import ROOT
+
+from scripts import claims_spec, claims_table, table_provenance  # noqa: F401  (the tests' handles)
+from scripts import make_tables as mt
 
 SCRIPT = ROOT / "scripts" / "make_tables.py"
 PAPER = ROOT / "results" / "paper"
@@ -12,20 +14,6 @@ FIXTURES = ROOT / "tests" / "harness" / "fixtures" / "records"
 GOLDEN = ROOT / "tests" / "harness" / "golden"
 # The label printed in the tables; fixed so the golden files do not depend on where tests run.
 FIXTURES_LABEL = "tests/harness/fixtures/records"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("make_tables", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # also puts scripts/ on sys.path: claims_table & co.
-    return module
-
-
-mt = _load_script()
-# Loading make_tables put scripts/ on sys.path: its modules import by their own names.
-import claims_spec  # noqa: E402, F401
-import claims_table  # noqa: E402, F401
-import table_provenance  # noqa: E402, F401
 
 MEDIUM_TITLE = (
     "## scale: medium — SmolLM2-135M-Instruct fine-tuning (not comparable with the paper's LLaMA-7B)"

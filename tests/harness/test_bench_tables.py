@@ -9,10 +9,7 @@ import sys
 import pytest
 from harness_utils import ROOT
 
-sys.path.insert(0, str(ROOT / "scripts"))
-import e2e_table  # noqa: E402
-import table_layouts  # noqa: E402
-import table_render  # noqa: E402
+from scripts import e2e_table, table_layouts, table_render
 
 E2E = ROOT / "results" / "bench" / "e2e"
 

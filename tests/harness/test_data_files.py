@@ -7,10 +7,11 @@ import json
 import re
 
 import pytest
-from harness_utils import compose, run_py
+from harness_utils import run_py
 from omegaconf import open_dict
 
 from experiments import datacheck, errors
+from experiments.config import compose
 from experiments.dcn import criteo
 from experiments.dcn import data as dcn_data
 from experiments.llama import data as llama_data

@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from harness_utils import SOLO_OPTIM, compose
+from harness_utils import SOLO_OPTIM
 from test_harness_runs import RECORD_KEYS, history, params_hash
 
 from experiments import checkpoint, errors
+from experiments.config import compose
 from experiments.dcn import data as recsys_data
 from experiments.dcn import model as dcn_model
 from experiments.dcn import run as dcn_run

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from harness_utils import ROOT, compose, run_py
+from harness_utils import ROOT, run_py
 
 import solo
+from experiments.config import compose
 from experiments.optimizers import OPTIMIZERS
 
 TASKS = sorted(p.stem for p in (ROOT / "conf" / "task").glob("*.yaml"))

@@ -1,9 +1,9 @@
 """`+optim.keep_fp32=[...]` reaches the optimizer through the harness's registry."""
 
 import torch
-from harness_utils import compose
 
 from experiments import optimizers, training
+from experiments.config import compose
 
 
 def _build(overrides):

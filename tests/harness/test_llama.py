@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from harness_utils import SOLO_OPTIM, compose
+from harness_utils import SOLO_OPTIM
 
 from experiments import checkpoint, errors
+from experiments.config import compose
 from experiments.llama import data, generated
 from experiments.llama import run as llama_run
 

@@ -4,16 +4,15 @@ names a variant (experiments.folders.variant_name), and every committed record w
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from harness_utils import ROOT
-from submit_utils import load_submit
 
 from experiments import records
 from experiments.folders import cell_path, variant_name
+from scripts import submit
 
 RUNS = ROOT / "results" / "runs"
 TASKS = sorted(p.stem for p in (ROOT / "conf" / "task").glob("*.yaml"))
@@ -167,7 +166,6 @@ def test_every_committed_record_and_crash_note_sits_where_the_rule_puts_it():
 def test_the_ablation_sweeps_find_their_committed_cells(sweep, crashed, tmp_path, monkeypatch):
     monkeypatch.delenv("SOLO_RECORDS_DIR", raising=False)
     monkeypatch.setenv("SOLO_OUTPUTS_DIR", str(tmp_path / "outputs"))
-    submit = load_submit()
     rows = submit.status(submit.load_sweep(sweep), "small")
     states = [r["state"] for r in rows]
     assert states.count("crashed") == crashed
@@ -178,7 +176,6 @@ def test_the_ablation_sweeps_find_their_committed_cells(sweep, crashed, tmp_path
 def test_the_beta1_controls_land_where_the_runs_in_progress_write_them(tmp_path, monkeypatch):
     monkeypatch.delenv("SOLO_RECORDS_DIR", raising=False)
     monkeypatch.setenv("SOLO_OUTPUTS_DIR", str(tmp_path / "outputs"))
-    submit = load_submit()
     sweep = {**submit.load_sweep("beta1_controls"), "seeds": [2]}
     got = {str(Path(c["record"]).relative_to(RUNS)) for c in submit.cells(sweep, "small")}
     assert got == {f"small/{t}/adamw32/beta1={b}/seed2.json"
@@ -186,8 +183,7 @@ def test_the_beta1_controls_land_where_the_runs_in_progress_write_them(tmp_path,
 
 
 def test_the_ablation_figure_reads_every_cell_of_the_sweeps():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import figures_runs
+    from scripts import figures_runs
 
     rows = figures_runs._ablation_rows()
     per = {name: [r for r in rows if r[0] == name] for name in figures_runs.ABLATIONS}

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from harness_utils import compose
 
+from experiments.config import compose
 from experiments.dcn import model as dcn_model
 from experiments.dcn import run as dcn_run
 from experiments.errors import ConfigError

@@ -7,10 +7,11 @@ import os
 import stat
 
 import pytest
-from harness_utils import ROOT, compose
+from harness_utils import ROOT
 from omegaconf import open_dict
 
 from experiments import records
+from experiments.config import compose
 from experiments.records import RecordError
 
 FIXTURE = ROOT / "tests" / "harness" / "fixtures" / "records" / "small" / "swin" / "adamw32"

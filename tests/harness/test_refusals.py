@@ -12,9 +12,10 @@ import subprocess
 import sys
 
 import pytest
-from harness_utils import ROOT, RUN_PY, compose
+from harness_utils import ROOT, RUN_PY
 
 from experiments import errors, validate
+from experiments.config import compose
 
 # (overrides, what the one line must name); every case is smoke scale, optim=adamw32.
 BAD = [

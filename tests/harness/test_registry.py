@@ -6,10 +6,11 @@ import importlib
 
 import pytest
 import torch
-from harness_utils import ROOT, compose
+from harness_utils import ROOT
 
 import solo
 from experiments import optimizers
+from experiments.config import compose
 from experiments.optimizers import OPTIMIZERS, PEERS
 
 

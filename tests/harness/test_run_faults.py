@@ -10,9 +10,9 @@ import sys
 
 import pytest
 import torch
-from harness_utils import ROOT, run_py
+from harness_utils import run_py
 
-from experiments import checkpoint, distributed, errors, folders
+from experiments import checkpoint, errors, folders, ranks
 
 
 def history_steps(run_dir, key="loss"):
@@ -50,9 +50,8 @@ def test_a_stop_at_the_last_step_finishes_the_run(run_smoke):
 
 
 LOCK_HOLDER = """
-import sys, time
+import time
 from pathlib import Path
-sys.path.insert(0, {root!r})
 from experiments.folders import Lock
 Lock(Path({run_dir!r}))
 print("locked", flush=True)
@@ -62,8 +61,7 @@ time.sleep(120)
 
 def test_a_second_run_in_a_busy_folder_exits_naming_the_holder(tmp_path):
     run_dir = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER.format(root=str(ROOT),
-                                                                         run_dir=str(run_dir))],
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER.format(run_dir=str(run_dir))],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -147,20 +145,20 @@ def test_a_checkpoint_of_another_world_size_is_refused(run_smoke):
 def test_ranks_share_the_model_init_and_draw_their_own_data_randomness():
     draws = {}
     for rank in (0, 1):
-        distributed.set_seed(5)
+        ranks.set_seed(5)
         init = torch.nn.Linear(4, 4).weight.detach().clone()
-        distributed.seed_data_side(5, rank, world=2)
+        ranks.seed_data_side(5, rank, world=2)
         draws[rank] = (init, torch.rand(8), torch.randint(0, 100, (8,)))
     assert torch.equal(draws[0][0], draws[1][0])
     assert not torch.equal(draws[0][1], draws[1][1])
     assert not torch.equal(draws[0][2], draws[1][2])
     # A single process keeps its stream: seed + rank 0 is the seed it was given.
-    distributed.set_seed(5)
+    ranks.set_seed(5)
     torch.nn.Linear(4, 4)
     expected = torch.rand(8)
-    distributed.set_seed(5)
+    ranks.set_seed(5)
     torch.nn.Linear(4, 4)
-    distributed.seed_data_side(5, 0, world=1)
+    ranks.seed_data_side(5, 0, world=1)
     assert torch.equal(torch.rand(8), expected)
 
 

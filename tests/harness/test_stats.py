@@ -1,17 +1,13 @@
 """scripts/claim_stats.py against textbook cases: the paired-t CI and TOST by their formulas
 (and scipy), one case per verdict, pairing of seeds, paired against unpaired."""
 
-import importlib.util
 import math
 import statistics
 
 import pytest
-from harness_utils import ROOT
 from scipy import stats
 
-_spec = importlib.util.spec_from_file_location("claim_stats", ROOT / "scripts" / "claim_stats.py")
-cs = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cs)
+from scripts import claim_stats as cs
 
 BASE = [10.0, 11.0, 12.0, 13.0]
 COMP = [10.1, 11.3, 11.9, 13.2]  # differences 0.1, 0.3, -0.1, 0.2

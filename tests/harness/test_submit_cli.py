@@ -14,12 +14,13 @@ import time
 
 import pytest
 from harness_utils import ROOT
-from submit_utils import call, files, load_submit, sbatch_calls
+from submit_utils import call, files, sbatch_calls
+
+from scripts import submit
 
 
 def earlier_submission(box):
     """A failed cell and an earlier submission's note, so --dry-run meets both on its way."""
-    submit = load_submit()
     first = submit.cells(submit.load_sweep("smoke"), "smoke")[0]
     first["run_dir"].mkdir(parents=True)
     (first["run_dir"] / "exit_code").write_text("1\n")

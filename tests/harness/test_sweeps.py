@@ -5,14 +5,14 @@ from pathlib import Path
 
 import pytest
 from harness_utils import ROOT
-from submit_utils import load_submit
+
+from scripts import submit
 
 SWEEPS = sorted((ROOT / "scripts" / "sweeps").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
 def test_sweep_names_and_overrides_compose(path):
-    submit = load_submit()
     sweep = submit.load_sweep(str(path))
     from experiments.optimizers import OPTIMIZERS
 
@@ -33,7 +33,7 @@ def test_sweep_names_and_overrides_compose(path):
 
 def test_dry_run_prints_manifest_and_array_script(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SOLO_RECORDS_DIR", str(tmp_path / "records"))
-    load_submit().main(["smoke", "--dry-run"])
+    submit.main(["smoke", "--dry-run"])
     out = capsys.readouterr().out
     assert "#SBATCH --array=1-2%2" in out and "--signal=B:USR2@30" in out
     assert out.count("run.py task=swin") == 2 and out.count("run.py task=dcn") == 2
@@ -45,7 +45,6 @@ FIXTURE = Path(__file__).parent / "fixtures/records/small/swin/adamw32/seed0.jso
 def test_cells_with_records_are_skipped(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SOLO_RECORDS_DIR", str(tmp_path / "records"))
     monkeypatch.setenv("SOLO_OUTPUTS_DIR", str(tmp_path / "outputs"))
-    submit = load_submit()
     sweep = submit.load_sweep("smoke")
     first = submit.cells(sweep, "smoke")[0]
     assert Path(first["record"]).is_relative_to(tmp_path)

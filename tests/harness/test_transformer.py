@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from harness_utils import SOLO_OPTIM, compose
+from harness_utils import SOLO_OPTIM
 
 from experiments import checkpoint, errors
+from experiments.config import compose
 from experiments.transformer import data as td
 from experiments.transformer import model as seq2seq
 from experiments.transformer import run as transformer_run

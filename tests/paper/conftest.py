@@ -1,13 +1,8 @@
 """Synthetic format fixtures for the `paper` tests: miniature data in the paper runs' real
 formats (tests/paper/formats.py), built once per session in a temporary folder."""
 
-import sys
-from pathlib import Path
-
+import formats
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-import formats  # noqa: E402
 
 
 @pytest.fixture(scope="session")

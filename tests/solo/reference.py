@@ -5,13 +5,11 @@ a copy of a given generator's state, so the reference and ours consume the same 
 """
 
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-import solow_adapter  # noqa: E402
+from scripts import solow_adapter
 
 
 def solow():

@@ -5,8 +5,6 @@ fp32 copy of all states at once. The measurement (resident-set high-water mark o
 glibc mmap threshold pinned) must also see such a copy where one exists: torch's foreach AdamW.
 """
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,6 @@ import torch
 
 import solo
 
-ROOT = Path(__file__).resolve().parents[2]
 N_TENSORS, SHAPE = 8, (1024, 1024)
 TENSOR = 4 * SHAPE[0] * SHAPE[1]
 MIB = 2**20
@@ -24,16 +21,11 @@ MIB = 2**20
 def bench():
     if not Path("/proc/self/clear_refs").exists():
         pytest.skip("needs Linux /proc (resident-set high-water mark)")
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
-    if not mod.pin_malloc():
+    from scripts import bench
+
+    if not bench.pin_malloc():
         pytest.skip("glibc mallopt unavailable: temporaries may not show in the resident set")
-    return mod
+    return bench
 
 
 def _peak(bench, make) -> int:

@@ -69,7 +69,7 @@ def wait_for_rank0(world: int) -> None:
     if world <= 1:
         return
     if _rank0_group is None:
-        raise RuntimeError("wait_for_rank0() before distributed.init(): call init() first")
+        raise RuntimeError("wait_for_rank0() before ranks.init(): call init() first")
     torch.distributed.barrier(group=_rank0_group)
 
 
