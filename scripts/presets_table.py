@@ -17,16 +17,15 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
+
+from experiments.optimizers import PEERS
+from solo import AdaBelief
+from solo.full_precision import takes_torch_step
+from solo.fused import format_unsupported
+from solo.presets import PRESETS
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # this checkout's solo/ and experiments/
-
-import torch  # noqa: E402
-
-from experiments.optimizers import PEERS  # noqa: E402
-from solo import AdaBelief  # noqa: E402
-from solo.full_precision import takes_torch_step  # noqa: E402
-from solo.fused import format_unsupported  # noqa: E402
-from solo.presets import PRESETS  # noqa: E402
 
 OUT = ROOT / "docs" / "presets.md"
 # A square weight whose size is a multiple of every block: bytes per element without partial

@@ -2,26 +2,19 @@
 generated from the registry, a repository that refers to nothing outside itself, and a
 `make help` that lists every target."""
 
-import importlib.util
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from scripts import presets_table
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 PAGES = ["method", "optimizers", "presets", "experiments", "cluster", "speed", "status",
          "results", "adding-a-task"]
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
-
-
-def _presets_table():
-    spec = importlib.util.spec_from_file_location("presets_table",
-                                                  ROOT / "scripts" / "presets_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _links(path: Path) -> list[str]:
@@ -46,7 +39,7 @@ def _anchors(path: Path) -> set[str]:
 
 
 def test_presets_page_is_what_the_registry_generates():
-    assert (DOCS / "presets.md").read_text() == _presets_table().render()
+    assert (DOCS / "presets.md").read_text() == presets_table.render()
 
 
 def test_presets_page_lists_every_registered_optimizer():
