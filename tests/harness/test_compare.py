@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from harness_utils import ROOT, compose
+from harness_utils import ROOT
 
 from experiments import compare, validate
+from experiments.config import compose
 from experiments.errors import ConfigError
 
 FIXTURE = Path(__file__).parent / "fixtures/records/small/swin/adamw32/seed0.json"

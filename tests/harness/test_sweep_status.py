@@ -8,9 +8,10 @@ import shlex
 from pathlib import Path
 
 import pytest
-from submit_utils import call, files, load_submit, sbatch_calls
+from submit_utils import call, files, sbatch_calls
 
 from experiments import provenance
+from scripts import submit
 
 FIXTURE = Path(__file__).parent / "fixtures/records/small/swin/adamw32/seed0.json"
 
@@ -30,7 +31,6 @@ def cells(box):
     """The smoke sweep's cells: swin adamw32 fresh (only another task's file changed) but
     dirty, swin solo_4_2bit stale (a library file and its task config changed), dcn adamw32 of
     unknown provenance, dcn solo_4_2bit without a record."""
-    submit = load_submit()
     found = submit.cells(submit.load_sweep("smoke"), "smoke")
     assert [(c["task"], c["optim"]) for c in found] == [
         ("swin", "adamw32"), ("swin", "solo_4_2bit"), ("dcn", "adamw32"), ("dcn", "solo_4_2bit")]
@@ -83,8 +83,7 @@ def test_rerun_stale_runs_the_rerun_in_its_own_folder(box, cells):
     assert box.runs == [cmd] and (rerun / "exit_code").read_text() == "0\n"
     # the command composes to the cell's record, in the fresh folder (the quoting holds)
     overrides = shlex.split(cmd)[2:]
-    load_submit()  # puts scripts/ on the path
-    from sweep_file import compose_cells
+    from scripts.sweep_file import compose_cells
 
     assert compose_cells([overrides]) == [(rerun, cells[1]["record"])]
     assert "overwrite=true" in overrides and "resume=auto" in overrides
