@@ -1,6 +1,6 @@
 """Run records: their schema, the writer, and the one loader every reader uses.
 
-A record is the single source of every table cell (README, "Running experiments"). It lies at
+A record is the single source of every table cell (docs/experiments.md, "Records"). It lies at
 ``<records_dir>/<scale>/<task>/<optim>/seed<k>.json``; runs with extra overrides (ablations) one
 level deeper, under their variant name: the layout and the naming rule are
 experiments/folders.py's (``cell_path``, ``variant_name``), shared with the run folders. A run

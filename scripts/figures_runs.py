@@ -32,7 +32,7 @@ METRIC = {"swin": ("top1", "top-1 %"), "dcn": ("auc", "AUC %"), "transformer": (
           "llama": ("heldout_acc", "held-out acc %")}
 
 
-def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
@@ -109,7 +109,7 @@ def state_distribution(out: Path) -> None:
                 for i, h in enumerate(hist.tolist()):
                     rows.append([step, block, q, round(float(BINS[i] + BINS[i + 1]) / 2, 3),
                                  round(h, 6), round(zero, 6)])
-    _write_csv(out / "state_distribution.csv",
+    write_csv(out / "state_distribution.csv",
                ["step", "block", "quantizer", "log10_v", "fraction", "zero_fraction"], rows)
 
     fig, axes = plt.subplots(len(STATE_STEPS), 2, figsize=(10, 2.6 * len(STATE_STEPS)),
@@ -172,7 +172,7 @@ def loss_curves(out: Path) -> None:
             rows += [[rec["task"], rec["optim"], rec["seed"], s, round(v, 5)]
                      for s, v in _curve(run_dir)]
     if rows:
-        _write_csv(csv_path, ["task", "optim", "seed", "step", "loss"], rows)
+        write_csv(csv_path, ["task", "optim", "seed", "step", "loss"], rows)
     elif csv_path.exists():
         print("loss_curves: no run directories here (outputs/); re-plotting the committed CSV")
         rows = [[r["task"], r["optim"], int(r["seed"]), int(r["step"]), float(r["loss"])]
@@ -255,7 +255,7 @@ def ablations(out: Path) -> None:
     if not rows:
         print("ablations: no ablation records yet; skipped")
         return
-    _write_csv(out / "ablations.csv",
+    write_csv(out / "ablations.csv",
                ["ablation", "task", "optim", "setting", "seed", "value", "metric"], rows)
     for name in ABLATIONS:
         sel = [r for r in rows if r[0] == name]

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from scripts import figures_runs  # noqa: E402
-from scripts.figures_runs import _write_csv as write_csv  # noqa: E402
+from scripts.figures_runs import write_csv  # noqa: E402
 from solo.analysis import (  # noqa: E402
     CASE_STUDY_QUANTIZERS,
     swamping_case_study,

@@ -13,21 +13,8 @@ precision rule of :mod:`solo.momentum`, ``adjusted_beta(0.9, bits_m, ref_bits=5)
 4-bit m, 0.692 for 3-bit, 0.525 for 2-bit): the paper calls the 5-bit column empirically
 feasible and its own code uses 0.8 for 4/2-bit. An explicit beta1 is used as given.
 
-=====================  ==========  ===========================  =========================
-preset                 optimizer   m (signed)                   v (unsigned)
-=====================  ==========  ===========================  =========================
-adamw32                AdamW       fp32                         fp32
-adamw_bf16             AdamW       bf16                         bf16
-adamw8bit              AdamW       8-bit DE, B128               8-bit DE, B128
-adamw4bit              AdamW       4-bit DE, B128               4-bit zero-free linear, B128
-adamw4bit_rank1        AdamW       4-bit DE, B128               4-bit rank-1 linear (<=4096 fp32)
-adamw2bit              AdamW       2-bit DE, B128               2-bit zero-free linear, B128
-solo_4_2bit            AdamW       4-bit DE, B128, beta1 rule   2-bit log, B128, SR, p=0.1
-solo_3bit              AdamW       3-bit DE, B128, beta1 rule   3-bit log, B128, SR, p=0.1
-solo_2bit              AdamW       2-bit DE, B128, beta1 rule   2-bit log, B128, SR, p=0.1
-adabelief32            AdaBelief   fp32                         fp32
-adabelief_solo_4_2bit  AdaBelief   4-bit DE, B128, beta1 rule   2-bit log, B128, SR, p=0.1
-=====================  ==========  ===========================  =========================
+Every preset's state formats, default beta1 and bytes per parameter: docs/presets.md, generated
+from :data:`PRESETS` by ``make docs`` (no hand-kept copy).
 
 The AdaBelief presets follow the reference SOLO code (``eps_in_s=False``: eps only in the
 denominator, not added to s every step; see :class:`solo.AdaBelief`).

@@ -1,6 +1,6 @@
 """Validation of the optimizers' knobs, in torch.optim's message style.
 
-A group's knobs are checked wherever they can enter (README, "Policies"): the constructor, which
+A group's knobs are checked wherever they can enter (docs/optimizers.md, "Validation and failures"): the constructor, which
 checks its defaults; ``add_param_group``; ``load_state_dict``, which checks the saved groups; and
 ``step()``, which re-checks every group, since ``param_groups`` may be edited between steps
 (an lr schedule does). The knobs that fix a state's format (``FORMAT_KEYS``) cannot change once
