@@ -13,7 +13,7 @@ TASK ?= swin
 OPTIM ?= solo_4_2bit
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-fast test-cluster test-all lm-eval-data submit sweep-status tables figures docs bench bench-cpu bench-gpu bench-e2e solow lint clean
+.PHONY: help setup run test test-fast test-cluster test-quality test-all lm-eval-data submit sweep-status tables figures docs bench bench-cpu bench-gpu bench-e2e solow lint clean
 
 # Target names may hold digits (bench-e2e); tests/test_docs.py checks every target is listed.
 help: ## list the targets
@@ -44,7 +44,7 @@ $(STAMP): pyproject.toml Makefile scripts/get_movielens.sh scripts/get_mmlu.sh s
 run: setup ## the main job: small-scale Swin on embedded MNIST digits (TASK=, OPTIM= to change); its record goes to outputs/records, beside the committed one
 	$(PY) run.py task=$(TASK) optim=$(OPTIM) records_dir=outputs/records
 
-test: test-fast test-cluster ## what CI runs: the fast suite, then the scale-out tests
+test: test-fast test-cluster test-quality ## what CI runs: the fast suite, the scale-out tests, then the quality checks
 
 test-fast: setup solow ## the default test suite (fast, CPU; parity tests against the reference SOLO need `make solow`)
 	$(PY) -m pytest -q
@@ -56,6 +56,16 @@ test-cluster: setup ## multi-process tests, every paper path on miniature data, 
 	  echo "NOTE: not root: running the distributed, paper, medium, triton and optimizers tests only (the slurm tests start slurmd, which needs root)"; \
 	  $(PY) -m pytest -q -m "distributed or paper or medium or triton or optimizers"; \
 	fi
+
+# Two pytest processes side by side, one thread each (the cores' count): the transformer's
+# run takes as long as all the rest together. The side one's output follows the main one's.
+QUALITY_SIDE := tests/harness/test_transformer.py
+test-quality: setup ## the quality checks (marker slow): the whole small Swin recipe reaches 95% top-1, half the small transformer recipe translates better than copying the source, golden smoke metrics of every task, the torchao peers' compiled steps
+	@side_log=$$(mktemp); \
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m slow $(QUALITY_SIDE) > $$side_log 2>&1 & side=$$!; \
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m slow --ignore=$(QUALITY_SIDE); main_rc=$$?; \
+	wait $$side; side_rc=$$?; cat $$side_log; rm -f $$side_log; \
+	[ $$main_rc = 0 ] && [ $$side_rc = 0 ]
 
 test-all: setup solow ## every test, slow/slurm/distributed included (gpu ones skip without a GPU)
 	$(PY) -m pytest -q -m "not gpu"

@@ -9,9 +9,21 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 from harness_utils import RUN_PY, SOLO_OPTIM
 
 from experiments.config import compose
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run far faster on one intra-op thread: OpenMP hand-offs between threads
+    dominate their ops, and stall badly when other jobs share the cores (CI's test-quality
+    stage runs two pytest processes side by side on 2 cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

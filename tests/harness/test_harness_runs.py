@@ -167,8 +167,10 @@ def test_small_scale_data_is_the_fixed_stratified_mnist_split():
 
 
 @pytest.mark.slow
-def test_small_scale_adamw32_reaches_95_percent(run_smoke):
-    # The small-scale recipe's promise: minutes on 2 CPU cores, >= 95% top-1.
+def test_small_scale_adamw32_reaches_95_percent(run_smoke, one_thread):
+    """The small-scale recipe's promise, the whole recipe (40 epochs, seed 0): >= 95% top-1 in
+    minutes on a CPU. Measured: seed 0 96.2 on one thread (96.6 on two), seeds 1-2 97.1 and
+    97.3; about 4 minutes on one core."""
     record, _ = run_smoke(scale="small", optim="adamw32")
     assert record["metrics"]["top1"] >= 95.0, record["metrics"]
 

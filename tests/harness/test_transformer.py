@@ -27,16 +27,6 @@ Hund {m} | Hunde {pl} | Der Hund bellt laut. :: dog | dogs | The dog barks loudl
 
 
 @pytest.fixture
-def one_thread():
-    """Tiny models run far faster on one intra-op thread: OpenMP hand-offs between threads
-    dominate their ops, and stall badly when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
 def run_tr(tmp_path, monkeypatch, one_thread):
     """Run the transformer runner in-process (smoke scale unless told); returns
     (record or None, run_dir)."""
@@ -184,8 +174,16 @@ def test_nonfinite_loss_stops_with_crash_checkpoint_and_no_record(run_tr, tmp_pa
 
 @pytest.mark.slow
 def test_small_scale_adamw32_beats_the_copy_baseline(run_tr):
-    # BLEU above copying the source. Measured (seed 0, shared 2-core CPU): 2.69 vs 0.22;
-    # the small recipe is undertrained (perplexity still falling), so the bar is modest.
-    record, _ = run_tr(scale="small", optim="adamw32")
+    """The first half of the small recipe (2 of its 4 epochs, seed 0; the inverse-sqrt schedule
+    does not depend on the length, so these are the whole recipe's first 576 steps) already
+    translates better than copying the source, BLEU on the whole 1000-sentence test split.
+
+    Measured (adamw32, one thread, seeds 0/1/2): BLEU 0.88/0.77/0.61 against copy 0.22,
+    valid_ppl 135.4/137.1/138.8 (the whole recipe: BLEU 1.9-2.6, ppl 75-77; 300 steps in:
+    ppl 297-319). The bars leave the worst seed a margin: BLEU >= copy + 0.25 (0.47), ppl
+    <= 160. About 6 minutes on one core; the whole recipe takes twice that."""
+    record, _ = run_tr("scale.epochs=2", scale="small", optim="adamw32")
     m = record["metrics"]
-    assert m["bleu"] >= m["copy_bleu"] + 2, m
+    assert record["time"]["steps"] == 576 and m["bleu_sentences"] == 1000, record["time"]
+    assert m["bleu"] >= m["copy_bleu"] + 0.25, m
+    assert m["valid_ppl"] <= 160, m
