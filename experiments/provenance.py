@@ -82,14 +82,6 @@ def code_hash(files: dict[str, str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def head_files(root: Path = ROOT) -> dict[str, str] | None:
-    """{path: blob hash} of :data:`CODE_PATHS` at HEAD; None without git."""
-    listed = git("ls-tree", "-r", "HEAD", "--", *CODE_PATHS, root=root)
-    if listed is None:
-        return None
-    return {line.split("\t", 1)[1]: line.split()[2] for line in listed.splitlines() if line}
-
-
 def dirty_files(root: Path = ROOT) -> list[str] | None:
     """Files of :data:`CODE_PATHS` with uncommitted changes (untracked ones included);
     None without git."""
@@ -117,7 +109,8 @@ def affects(task: str, path: str) -> bool:
 
 def stale_files(record: dict, head: dict[str, str]) -> list[str] | None:
     """Files that affect the record's task and differ between the code it ran and ``head``
-    (:func:`head_files`); None when the record does not name its code (older records)."""
+    (a :func:`code_files` map, e.g. of the current tree); None when the record does not name
+    its code (older records)."""
     ran = record.get("provenance", {}).get("code_files")
     if not isinstance(ran, dict):
         return None

@@ -38,7 +38,9 @@ def repo(tmp_path):
 def test_code_files_match_head_on_a_clean_tree_and_name_every_edit(repo):
     root, git = repo
     files = provenance.code_files(root)
-    assert files == provenance.head_files(root)
+    listed = provenance.git("ls-tree", "-r", "HEAD", root=root).splitlines()
+    tracked = {line.split("\t")[1]: line.split()[2] for line in listed}
+    assert files == {p: b for p, b in tracked.items() if p != "README.md"}  # git's own hashes
     assert "README.md" not in files and provenance.dirty_files(root) == []
     (root / "experiments/dcn/run.py").write_text("# changed\n")
     (root / "experiments/new.py").write_text("x = 1\n")  # untracked code counts too
@@ -52,14 +54,14 @@ def test_a_record_is_stale_only_for_changes_that_affect_its_task(repo):
     root, git = repo
     ran = provenance.code_files(root)
     record = {"task": "swin", "provenance": {"code_files": ran}}
-    assert provenance.stale_files(record, provenance.head_files(root)) == []
+    assert provenance.stale_files(record, provenance.code_files(root)) == []
     (root / "experiments/dcn/run.py").write_text("# dcn only\n")
     (root / "conf/task/dcn.yaml").write_text("# dcn only\n")
     git("commit", "-qam", "dcn")
-    assert provenance.stale_files(record, provenance.head_files(root)) == []
+    assert provenance.stale_files(record, provenance.code_files(root)) == []
     (root / "solo/optim.py").write_text("# shared\n")
     git("commit", "-qam", "solo")
-    assert provenance.stale_files(record, provenance.head_files(root)) == ["solo/optim.py"]
+    assert provenance.stale_files(record, provenance.code_files(root)) == ["solo/optim.py"]
     assert provenance.stale_files({"task": "swin", "provenance": {}}, {}) is None
 
 
