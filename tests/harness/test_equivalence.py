@@ -1,9 +1,8 @@
-"""The run scaffold changed no result: smoke-scale metrics of every task for two presets at
-seed 0 equal, bit for bit, those of the runners before it (saved in
-equivalence/smoke_metrics.json from commit 35349eb, one OpenMP thread, this project's CPU
-machine; transformer/adamw32 re-saved from the same runners once adamw32 took torch's fused
-kernel, which moves its valid_loss in the 8th digit). Another CPU or library version may round differently: regenerate the file there from
-that commit before reading a failure as a regression."""
+"""A refactor of the run harness changes no result: smoke-scale metrics of every task for two
+presets at seed 0 equal, bit for bit, those saved in equivalence/smoke_metrics.json (from the
+runners of commit 34361aa, one OpenMP thread, this project's CPU machine). Another CPU or library
+version may round differently: regenerate the file there from that commit before reading a
+failure as a regression; a change meant to move a result saves the file again and says why."""
 
 import json
 from pathlib import Path
@@ -16,7 +15,7 @@ SAVED = json.loads((Path(__file__).parent / "equivalence" / "smoke_metrics.json"
 
 @pytest.mark.slow
 @pytest.mark.parametrize("cell", sorted(SAVED))
-def test_smoke_metrics_equal_those_before_the_scaffold(cell, tmp_path):
+def test_smoke_metrics_equal_the_saved_ones(cell, tmp_path):
     task, optim = cell.split("/")
     out = run_py(f"task={task}", f"optim={optim}", "scale=smoke", "seed=0", "logger=none",
                  "resume=never", f"records_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}",
