@@ -86,6 +86,26 @@ def backward(loss_sum: torch.Tensor, global_items: int, world: int) -> None:
     (loss_sum * (world / max(1, global_items))).backward()
 
 
+def accumulate(model: torch.nn.Module, micro_batches: list, loss_of, global_items: int,
+               world: int, check=None) -> tuple[list[torch.Tensor], int]:
+    """Forward and backward of one optimizer step's micro-batches: gradients synchronised on
+    the last one only (:func:`grad_sync`), each loss scaled by :func:`backward`, so the
+    accumulated gradient is that of the mean over the ``global_items`` items of the global
+    batch. ``loss_of(micro_batch)`` -> (its loss summed over its items, a tensor; how many
+    items that is); ``check(loss_sum)`` runs before each backward. Returns this rank's loss
+    sums (detached, one a micro-batch) and its item count, for the runner's mean."""
+    losses, items = [], 0
+    for i, micro_batch in enumerate(micro_batches):
+        with grad_sync(model, sync=i == len(micro_batches) - 1):
+            loss_sum, n = loss_of(micro_batch)
+            if check is not None:
+                check(loss_sum)
+            backward(loss_sum, global_items, world)
+        losses.append(loss_sum.detach())
+        items += n
+    return losses, items
+
+
 def split(items, accum: int) -> list:
     """``items`` (a tensor of indices, or a list) in ``accum`` equal consecutive parts."""
     n = len(items)

@@ -2,7 +2,7 @@
 
 ``optim=<name>`` picks one: :func:`register_optimizers` puts each entry into Hydra's ConfigStore
 as the node ``{_target_: <module>.<name>, _partial_: true}`` (identity only: the task config
-sets lr, betas, eps and weight decay alike for every optimizer). There are no optimizer YAML
+sets lr, beta2, eps and weight decay alike for every optimizer). There are no optimizer YAML
 files; a preset is defined once, in solo/presets.py, a peer once, here.
 """
 
@@ -49,22 +49,22 @@ def state_bytes(optimizer: torch.optim.Optimizer, all_ranks: bool = False) -> di
     return {k: int(v) for k, v in count(optimizer, all_ranks=all_ranks).items()}
 
 
-def build_optimizer(cfg, params, *, lr, betas, eps, weight_decay):
+def build_optimizer(cfg, params, *, lr, beta2, eps, weight_decay):
     """The optimizer ``cfg.optim`` (of the run's composed config) names, with the task's
     hyperparameters.
 
-    A null beta1 means the optimizer's own default (``Preset.beta1``: SOLO's precision rule
-    for the SOLO presets, 0.9 for the others); ``cfg.beta1`` replaces the task's.
-    ``+optim.keep_fp32=[embed,norm]`` keeps the parameters whose names contain one of those at
-    fp32 states (solo presets; the groups' ``param_names`` give the names); without it the
-    names are dropped and the optimizer gets the groups as before.
+    beta1 is the run's ``beta1=`` override, passed through as given: null leaves it to the
+    optimizer (``Preset.__call__``: SOLO's precision rule for the SOLO presets, 0.9 for the
+    others); the record stores the value it ran with. ``+optim.keep_fp32=[embed,norm]`` keeps
+    the parameters whose names contain one of those at fp32 states (solo presets; the groups'
+    ``param_names`` give the names); without it the names are dropped and the optimizer gets
+    the groups as before.
     """
     from hydra.utils import instantiate
 
     if not cfg.optim.get("keep_fp32"):
         params = [{k: v for k, v in g.items() if k != "param_names"} if isinstance(g, dict)
                   else g for g in params]
-    betas = tuple(betas)
-    if cfg.get("beta1") is not None:
-        betas = (float(cfg.beta1), betas[1])
+    beta1 = cfg.get("beta1")
+    betas = (None if beta1 is None else float(beta1), beta2)
     return instantiate(cfg.optim)(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)

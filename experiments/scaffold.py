@@ -10,22 +10,18 @@ A runner opens one :class:`Run` and keeps only its data, model, loss, evaluation
         while run.step < run.total:
             for micro_batches in batches(*divmod(run.step, steps_per_epoch)):
                 run.begin_step()
-                for i, mb in enumerate(micro_batches):   # run.plan.accum of them
-                    with run.micro_step(model, i):       # gradient sync on the last only
-                        loss_sum = ...; run.check_finite(loss_sum)
-                        run.backward(loss_sum, items_in_global_batch)
-                run.optimizer_step(model, optimizer, hp.clip_grad)
-                run.end_step(loss.item(), items=...)
+                losses, n = run.train_step(model, micro_batches, loss_of, global_items)
+                run.end_step(sum(s.item() for s in losses) / n, items=global_items)
                 if run.eval_due(hp.eval_every): run.log_eval(evaluate(...))
                 if run.stopping(): return None
         run.checkpoint()
         return run.finish(metrics)
 
-The Run owns the split of the recipe's global batch over ranks and micro-batches
-(experiments.batching), per-rank seeding (experiments.distributed), the device and process group, the run
-folder and its lock, resume and checkpoint (model, optimizer, scheduler, every rank's RNG, the
-step, the meters), stop signals and Slurm requeue, timing, W&B and metrics.jsonl, the
-finite-loss check and the record.
+``loss_of(micro_batch)`` gives the micro-batch's loss summed over its items and their number.
+The Run owns the global batch's split and the micro-batch loop (experiments.batching), per-rank
+seeding, the device and process group, the run folder and its lock, resume and checkpoints
+(model, optimizer, scheduler, every rank's RNG, the step, the meters), stop signals and Slurm
+requeue, timing, W&B and metrics.jsonl, the finite-loss check and the record.
 """
 
 import json
@@ -41,13 +37,14 @@ from experiments import (
     checkpoint,
     compare,
     folders,
+    meters,
     provenance,
+    ranks,
     records,
     stopping,
     tracking,
     validate,
 )
-from experiments import ranks as distributed
 from experiments.errors import ConfigError, NonFiniteLoss
 from experiments.optimizers import state_bytes
 
@@ -59,6 +56,19 @@ def now() -> float:
     return time.perf_counter()
 
 
+def finished_record(cfg: DictConfig, identity: dict) -> dict | None:
+    """The record of the finished run in ``cfg.run_dir``, when it and its record exist (and
+    that run's ``identity`` matches this one); None otherwise, and always with overwrite=true.
+    Any other run of a cell with a record was refused by validate.check_record."""
+    done, record = Path(cfg.run_dir) / DONE, records.record_path(cfg)
+    if cfg.get("overwrite", False) or not record.exists():
+        return None
+    checkpoint.check_identity(done, json.loads(done.read_text()).get("identity"), identity)
+    log.info("already finished: record %s left as it is (overwrite=true resume=never "
+             "trains it again)", record)
+    return json.loads(record.read_text())
+
+
 class Run:
     """One training run's infrastructure; see the module docstring. ``unit``: what the
     throughput counts ("images", "samples", "tokens", "target tokens"), per second."""
@@ -66,9 +76,9 @@ class Run:
     def __init__(self, cfg: DictConfig, unit: str):
         validate.preflight(cfg, cfg.run_dir)  # run.py did too; in-process callers did not
         self.cfg, self.unit = cfg, unit
-        self.rank, self.world, self.local_rank = distributed.init()
-        self.device = distributed.pick_device(cfg.device, self.local_rank)
-        distributed.set_seed(cfg.seed)  # model init: the same on every rank
+        self.rank, self.world, self.local_rank = ranks.init()
+        self.device = ranks.pick_device(cfg.device, self.local_rank)
+        ranks.set_seed(cfg.seed)  # model init: the same on every rank
         self.wall0 = now()
         self.dir = Path(cfg.run_dir)
         self.identity = checkpoint.identity(cfg, self.world)
@@ -76,11 +86,9 @@ class Run:
         self.logger = self.bar = self.stop = None
         self.model = self.optimizer = self.scheduler = self.plan = None
         self.step, self.total, self.elapsed = 0, 0, 0.0
-        self.meters = {"loss": None, "first_step_ms": None, "step_ms_sum": 0.0,
-                       "steps_timed": 0, "items": 0, "train_s": 0.0}
-        self._timed_here = 0
+        self.meters, self._steps_here = meters.new(), 0
         try:
-            self.finished = self._finished_record()
+            self.finished = finished_record(cfg, self.identity)
         except BaseException:
             self.__exit__(None, None, None)  # not entered yet: free the folder here
             raise
@@ -98,26 +106,6 @@ class Run:
         if self.lock is not None:
             self.lock.release()
         return False
-
-    # ------------------------------------------------------------ start and resume
-
-    def _finished_record(self) -> dict | None:
-        """The record of this folder's finished run, when it and its record exist (and the run
-        matches this one); None otherwise, and always with overwrite=true. Any other run of a
-        cell with a record was refused by validate.check_record."""
-        done, record = self.dir / DONE, records.record_path(self.cfg)
-        if self.cfg.get("overwrite", False) or not record.exists():
-            return None
-        checkpoint.check_identity(done, json.loads(done.read_text()).get("identity"),
-                                  self.identity)
-        log.info("already finished: record %s left as it is (overwrite=true resume=never "
-                 "trains it again)", record)
-        return json.loads(record.read_text())
-
-    def autocast(self, wanted) -> torch.autocast:
-        """bf16 autocast when the recipe asks for it (``amp: true``) and the device is CUDA."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16,
-                              enabled=bool(wanted) and self.device.type == "cuda")
 
     def data_parallel(self, model: torch.nn.Module) -> torch.nn.Module:
         """DDP around ``model`` with several ranks; ``model`` itself in a single process."""
@@ -137,16 +125,6 @@ class Run:
                  unit, self.world, self.plan.accum, self.plan.micro)
         return self.plan
 
-    def micro_step(self, model: torch.nn.Module, i: int):
-        """The context of micro-step ``i`` of a step (forward and backward): gradients are
-        synchronised across ranks on the last micro-step only."""
-        return batching.grad_sync(model, sync=i == self.plan.accum - 1)
-
-    def backward(self, loss_sum: torch.Tensor, global_items: int) -> None:
-        """Backward of ``loss_sum`` (summed over this micro-batch's items) as its part of the
-        mean over the ``global_items`` items of the whole global batch."""
-        batching.backward(loss_sum, global_items, self.world)
-
     def attach(self, model: torch.nn.Module, optimizer, scheduler=None, *,
                steps_per_epoch: int, total: int, checkpoints: bool = True) -> None:
         """Hand over the built (unwrapped) model, optimizer and scheduler: reseed data-side
@@ -158,9 +136,8 @@ class Run:
                               f"data (0 steps per epoch): use a smaller {key}")
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.steps_per_epoch, self.total, self.checkpoints = steps_per_epoch, total, checkpoints
-        distributed.seed_data_side(self.cfg.seed, self.rank, self.world)
-        wandb_id = None
-        path = self.dir / "ckpt.pt"
+        ranks.seed_data_side(self.cfg.seed, self.rank, self.world)
+        path, wandb_id = self.dir / "ckpt.pt", None
         if self.rank == 0:
             (self.dir / DONE).unlink(missing_ok=True)
         if self.cfg.resume == "auto" and path.exists() and not checkpoints:
@@ -184,8 +161,6 @@ class Run:
         log.info("resumed from %s at step %d/%d", path, self.step, self.total)
         return ckpt.get("wandb_id")
 
-    # ------------------------------------------------------------ checkpoints
-
     def checkpoint(self, name: str = "ckpt.pt", every_rank: bool = True) -> Path:
         """Save ckpt.pt (rank 0 writes; every rank's RNG goes in). ``every_rank=False`` when
         only this rank is here (a crash): its RNG alone."""
@@ -193,7 +168,7 @@ class Run:
         if not self.checkpoints:
             return path
         rng = checkpoint.rng_state()
-        rngs = distributed.gather(rng, self.world) if every_rank else [rng]
+        rngs = ranks.gather(rng, self.world) if every_rank else [rng]
         if self.rank == 0:
             checkpoint.save(path, {
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -215,66 +190,55 @@ class Run:
             return
         path = self.checkpoint("crash.pt", every_rank=False)
         if self.rank == 0:  # beside the record, which tables print as "Crash"
-            records.write_json_atomic(records.crash_note_path(self.cfg),
-                                      records.make_crash_note(self.cfg, self.step, loss.item()))
+            records.write_crash_note(self.cfg, self.step, loss.item())
         raise NonFiniteLoss(
             f"non-finite loss ({loss.item()}) at step {self.step}; crash checkpoint: {path}. "
             "No record written. Lower the learning rate or check the data; `resume=auto` "
             "would continue from the last periodic checkpoint (ckpt.pt), not the crash one.")
 
-    # ------------------------------------------------------------ the step
-
     def begin_step(self) -> None:
+        """The step starts now: its forward, backward and optimizer step count as training."""
         self._t0 = now()
 
-    def optimizer_step(self, model: torch.nn.Module, optimizer, clip_grad: float | None) -> None:
-        """Clip (when set), then the timed optimizer step."""
+    def train_step(self, model: torch.nn.Module, micro_batches: list, loss_of,
+                   global_items: int, clip_grad: float | None = None) -> tuple[list, int]:
+        """The step after :meth:`begin_step`: forward and backward of each micro-batch with the
+        finite-loss check (batching.accumulate; ``model`` the wrapped one, ``loss_of`` and the
+        result as there), clip the gradient norm to ``clip_grad`` (when set), the timed
+        optimizer step, then the gradients freed."""
+        losses, items = batching.accumulate(model, micro_batches, loss_of, global_items,
+                                            self.world, self.check_finite)
         if clip_grad:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-        distributed.synchronize(self.device)
+        ranks.synchronize(self.device)
         self._t1 = now()
-        optimizer.step()
-        distributed.synchronize(self.device)
+        self.optimizer.step()
+        ranks.synchronize(self.device)
         self._t2 = now()
+        self.optimizer.zero_grad(set_to_none=True)
+        return losses, items
 
     def end_step(self, loss: float, items: int) -> None:
         """Count the step: ``loss`` (this rank's), ``items`` (over all ranks) for throughput."""
         self.step += 1
-        m, step_ms = self.meters, 1e3 * (self._t2 - self._t1)
-        # The first step of each process allocates state (and compiles, for peers): untimed.
-        if self._timed_here == 0:
-            m["first_step_ms"] = m["first_step_ms"] or step_ms
-        else:
-            m["step_ms_sum"] += step_ms
-            m["steps_timed"] += 1
-        self._timed_here += 1
-        m["items"] += items
-        m["train_s"] += self._t2 - self._t0
-        m["loss"] = loss
-        rate = m["items"] / m["train_s"]
+        rate = meters.count(self.meters, loss, items, self._t2 - self._t1, self._t2 - self._t0,
+                            first_here=self._steps_here == 0)
+        self._steps_here += 1
         self.logger.log({"loss": loss, "lr": self.optimizer.param_groups[0]["lr"],
-                         "step_time_ms": step_ms,
+                         "step_time_ms": 1e3 * (self._t2 - self._t1),
                          f"{self.unit.split()[-1]}_per_s": rate}, step=self.step)
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{loss:.4f}", per_s=f"{rate:.0f}")
 
     def eval_due(self, every: int) -> bool:
+        """Whether to evaluate after this step: every ``every`` steps, and after the last."""
         return self.step % every == 0 or self.step == self.total
 
     def log_eval(self, metrics: dict, prefix: str = "eval") -> dict:
+        """Log ``metrics`` (None values left out) as ``<prefix>/<name>``; returns them."""
         self.logger.log({f"{prefix}/{k}": v for k, v in metrics.items() if v is not None},
                         step=self.step)
         return metrics
-
-    def keep_best(self, metrics: dict, key: str) -> dict:
-        """The best evaluation so far by ``key`` (higher is better), kept across resume: its
-        metrics as ``<name>_best`` and its step as ``best_step``. The official Swin code
-        reports this maximum over epochs; records keep the final numbers beside it."""
-        best = self.meters.get("best")
-        if best is None or metrics[key] > best[key]:
-            best = self.meters["best"] = {**metrics, "step": self.step}
-        return {**{f"{k}_best": v for k, v in best.items() if k != "step"},
-                "best_step": best["step"]}
 
     def stopping(self) -> bool:
         """After each step: the periodic checkpoint, then True when a stop was asked (a signal
@@ -285,7 +249,7 @@ class Run:
         every = self.cfg.ckpt_every
         if every and self.step % every == 0:
             self.checkpoint()
-        signum = distributed.any_rank(self.stop.signal or 0, self.world, self.device)
+        signum = ranks.any_rank(self.stop.signal or 0, self.world, self.device)
         if not signum and self.step != self.cfg.stop_at_step:
             return False
         path = self.checkpoint()
@@ -296,17 +260,13 @@ class Run:
         stopping.exit_after_stop(signum or None, self.step, self.total, path)
         return True
 
-    # ------------------------------------------------------------ the record
-
     def finish(self, metrics: dict, memory: dict | None = None, time_: dict | None = None,
                peak: tuple[int, str] | None = None, replicas: bool = True) -> dict:
         """Write the record of the finished run (rank 0) and mark the folder done. ``peak``:
         (bytes, kind) measured earlier (default: now); ``replicas=False`` when the model is
         sharded, not replicated."""
         self.bar.close()
-        peak_bytes, peak_kind = peak or distributed.peak_memory(self.device)
-        m = self.meters
-        step_ms = m["step_ms_sum"] / m["steps_timed"] if m["steps_timed"] else m["first_step_ms"]
+        peak_bytes, peak_kind = peak or ranks.peak_memory(self.device)
         # sharded states (FSDP2): the whole model's bytes, comparable with one process's and
         # the paper's, beside this rank's; replicas (DDP) each hold all of them
         sharded = not replicas and self.world > 1
@@ -315,21 +275,19 @@ class Run:
             memory = {"state_bytes_this_rank": state_bytes(self.optimizer), **(memory or {})}
         record = records.make_record(
             self.cfg,
-            metrics={**metrics, "train_loss": m["loss"]},
+            metrics={**metrics, "train_loss": self.meters["loss"]},
             memory={"state_bytes": states, "peak_bytes": peak_bytes,
                     "peak_kind": peak_kind, **(memory or {})},
-            time_={"wall_s": self.elapsed + now() - self.wall0, "step_ms_mean": step_ms,
-                   "throughput": m["items"] / m["train_s"] if m["train_s"] else None,
-                   "train_s": m["train_s"],  # forward, backward and step, all attempts
-                   "throughput_unit": f"{self.unit}/s", "steps": self.total, **(time_ or {})},
+            time_={**meters.time_section(self.meters, self.elapsed + now() - self.wall0,
+                                         self.unit, self.total), **(time_ or {})},
             wandb_path=self.logger.path,
-            replica_diff=distributed.replica_spread(self.model, self.world, self.device)
+            replica_diff=ranks.replica_spread(self.model, self.world, self.device)
             if replicas else None,
             batch=self.plan.record() if self.plan else None,
             optimizer=provenance.optimizer_section(self.optimizer),
             kernel=provenance.kernel(self.optimizer),
         )
-        record["provenance"]["data_seeds"] = [distributed.data_seed(int(self.cfg.seed), r)
+        record["provenance"]["data_seeds"] = [ranks.data_seed(int(self.cfg.seed), r)
                                               for r in range(self.world)]
         if self.rank == 0:
             path = records.record_path(self.cfg)

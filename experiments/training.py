@@ -1,4 +1,4 @@
-"""Recipe pieces the runners share: weight-decay groups, the epoch order, LR shapes."""
+"""Recipe pieces the runners share: weight-decay groups, the epoch order, LR shapes, bf16."""
 
 import math
 
@@ -45,3 +45,9 @@ def inverse_sqrt(step: int, warmup: int) -> float:
     """Transformer schedule (Vaswani et al.): linear warm-up, then 1/sqrt(step), 1 at the peak."""
     step = step + 1
     return min(step / warmup, math.sqrt(warmup / step))
+
+
+def autocast(device: torch.device, wanted) -> torch.autocast:
+    """bf16 autocast when the recipe asks for it (``amp: true``) and ``device`` is CUDA."""
+    return torch.autocast(device.type, dtype=torch.bfloat16,
+                          enabled=bool(wanted) and device.type == "cuda")

@@ -60,8 +60,6 @@ def list_of(rule, n: int | None = None):
             and all(rule[0](x) for x in v), f"a list of {size}values, each {rule[1]}")
 
 
-BETAS = (lambda v: isinstance(v, list) and len(v) == 2 and optional(BELOW_ONE)[0](v[0])
-         and BELOW_ONE[0](v[1]), "[beta1, beta2]: beta1 null or in [0, 1), beta2 in [0, 1)")
 SPLIT = (lambda v: list_of(POSITIVE, 3)[0](v) and abs(sum(v) - 1) < 1e-9,
          "three fractions > 0 (train, val, test) that sum to 1")
 DEVICE = (lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,
@@ -91,7 +89,7 @@ RULES = {
     "scale.eval_batch_size": INT_GE1,
     "scale.lr": POSITIVE,
     "scale.lr_base_batch": INT_GE1,
-    "scale.betas": BETAS,
+    "scale.beta2": BELOW_ONE,
     "scale.eps": POSITIVE,
     "scale.weight_decay": NON_NEGATIVE,
     "scale.warmup_steps": INT_GE0,

@@ -53,18 +53,15 @@ BINS = torch.linspace(-16, 0, 65)  # log10 v
 
 def _swin_v_snapshots(steps=STATE_STEPS) -> dict[int, list[torch.Tensor]]:
     """Train the small-scale Swin (adamw32, seed 0, its real recipe) and keep every weight's v."""
-    from hydra import compose, initialize_config_dir
-
     import solo
-    from experiments import distributed, register_configs, training
+    from experiments import ranks, training
+    from experiments.config import compose
     from experiments.swin import data as swin
     from experiments.swin import model as swin_model
 
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["task=swin", "scale=small", "optim=adamw32"])
+    cfg = compose(["task=swin", "scale=small", "optim=adamw32"])
     hp = cfg.scale
-    distributed.set_seed(0)
+    ranks.set_seed(0)
     model = swin_model.build(hp)
     opt = solo.PRESETS["adamw32"](training.param_groups(model, hp.weight_decay,
                                                       skip=model.no_weight_decay()),

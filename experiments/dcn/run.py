@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from experiments import optimizers, training
-from experiments import ranks as distributed
+from experiments import ranks
 from experiments.dcn import data
 from experiments.dcn.evaluate import evaluate
 from experiments.dcn.model import DCN
@@ -37,45 +37,35 @@ def main(cfg: DictConfig) -> dict | None:
         # others then read the cache: no rank writes it concurrently, and the waiting ranks sit
         # on the long-timeout barrier, not on a collective that would time out.
         if rank != 0:
-            distributed.wait_for_rank0(world)
+            ranks.wait_for_rank0(world)
         train, val, test = data.load_splits(cfg, hp)
         if rank == 0:
-            distributed.wait_for_rank0(world)
+            ranks.wait_for_rank0(world)
         steps_per_epoch = len(train["label"]) // hp.batch_size
         total = hp.epochs * steps_per_epoch
         log.info("dcn %s: %d train / %d val / %d test rows, click rate %.3f, %d steps", hp.data,
                  len(train["label"]), len(val["label"]), len(test["label"]),
                  train["label"].mean().item(), total)
 
-        raw = DCN(train["cardinality"], train["dense"].shape[1], hp.embedding_dim,
-                  hp.cross_layers, list(hp.mlp), device=device,
-                  batch_norm=hp.get("batch_norm", False))
-        groups = training.param_groups(raw, hp.weight_decay)
-        optimizer = optimizers.build_optimizer(cfg, groups, lr=hp.lr, betas=hp.betas, eps=hp.eps,
-                                               weight_decay=hp.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: training.warmup_cosine(
-            s, total, hp.warmup_steps, hp.min_lr / hp.lr))
+        raw, optimizer, scheduler = build(cfg, train, total, device)
         # Plain DDP replicates the tables; torchrec's DistributedModelParallel would shard them.
         model = run.data_parallel(raw)
         run.attach(raw, optimizer, scheduler, steps_per_epoch=steps_per_epoch, total=total)
+
+        def loss_of(micro_batch):
+            dense, kjt, label = micro_batch
+            return F.binary_cross_entropy_with_logits(model(dense, kjt), label,
+                                                      reduction="sum"), len(label)
 
         while run.step < total:
             epoch, start = divmod(run.step, steps_per_epoch)
             for micro_batches in data.train_batches(train, hp.batch_size, cfg.seed, epoch,
                                                     start, rank, world, device, plan.accum):
                 run.begin_step()
-                optimizer.zero_grad(set_to_none=True)
-                loss_sum = 0.0
-                for i, (dense, kjt, label) in enumerate(micro_batches):
-                    with run.micro_step(model, i):
-                        loss = F.binary_cross_entropy_with_logits(model(dense, kjt), label,
-                                                                  reduction="sum")
-                        run.check_finite(loss)
-                        run.backward(loss, hp.batch_size)
-                    loss_sum += loss.item()
-                loss = loss_sum / (hp.batch_size // world)  # this rank's mean
-                run.optimizer_step(model, optimizer, hp.clip_grad)
+                losses, n = run.train_step(model, micro_batches, loss_of, hp.batch_size,
+                                           hp.clip_grad)
                 scheduler.step()
+                loss = sum(s.item() for s in losses) / n  # this rank's mean
                 run.end_step(loss, items=hp.batch_size)
                 if run.eval_due(hp.eval_every):
                     val_m = run.log_eval(evaluate(raw, val, hp.eval_batch_size, device, world,
@@ -91,3 +81,18 @@ def main(cfg: DictConfig) -> dict | None:
         run.checkpoint()
         log.info("test auc %.2f logloss %.5f", metrics["auc"], metrics["logloss"])
         return run.finish({**metrics, **{f"val_{k}": v for k, v in val_m.items()}})
+
+
+def build(cfg: DictConfig, train: dict, total: int, device: torch.device):
+    """The DCN for the training split's tables, the optimizer the YAML names with the task's
+    hyperparameters, and the warm-up then cosine schedule over ``total`` steps."""
+    hp = cfg.scale
+    model = DCN(train["cardinality"], train["dense"].shape[1], hp.embedding_dim,
+                hp.cross_layers, list(hp.mlp), device=device,
+                batch_norm=hp.get("batch_norm", False))
+    groups = training.param_groups(model, hp.weight_decay)
+    optimizer = optimizers.build_optimizer(cfg, groups, lr=hp.lr, beta2=hp.beta2, eps=hp.eps,
+                                           weight_decay=hp.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: training.warmup_cosine(
+        s, total, hp.warmup_steps, hp.min_lr / hp.lr))
+    return model, optimizer, scheduler

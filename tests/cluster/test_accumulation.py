@@ -59,14 +59,17 @@ def worker(rank, world, init_file, kind, out):
         plan = batching.plan(GLOBAL, world, MICRO)
         x, y = data()
         mine = torch.arange(GLOBAL)[rank::world]  # the runners' share of the global batch
-        inner_grads = None
-        for i, idx in enumerate(batching.split(mine, plan.accum)):
-            with batching.grad_sync(wrapped, sync=i == plan.accum - 1):
-                loss = torch.nn.functional.cross_entropy(wrapped(x[idx]), y[idx],
-                                                         reduction="sum")
-                batching.backward(loss, GLOBAL, world)
-            if i == 0 and kind == "ddp":
-                inner_grads = [p.grad.clone() for p in model.parameters()]
+        starts = []  # the gradients as each micro-step starts (the first: none yet)
+
+        def loss_of(idx):
+            if kind == "ddp":
+                starts.append([p.grad if p.grad is None else p.grad.clone()
+                               for p in model.parameters()])
+            loss = torch.nn.functional.cross_entropy(wrapped(x[idx]), y[idx], reduction="sum")
+            return loss, len(idx)
+
+        batching.accumulate(wrapped, batching.split(mine, plan.accum), loss_of, GLOBAL, world)
+        inner_grads = starts[1] if kind == "ddp" else None  # after the first micro-step alone
         grads = [full(p.grad).clone() for p in model.parameters()]
         opt.step()
         params = [full(p.detach()).clone() for p in model.parameters()]

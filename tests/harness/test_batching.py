@@ -35,9 +35,12 @@ def test_accumulated_micro_batches_equal_one_big_batch():
     acc = tiny()
     plan = batching.plan(24, world=1, micro=6)
     assert (plan.accum, plan.micro) == (4, 6)
-    for i, idx in enumerate(batching.split(torch.arange(24), plan.accum)):
-        with batching.grad_sync(acc, sync=i == plan.accum - 1):
-            batching.backward(loss_sum(acc, x[idx], y[idx]), 24, world=1)
+    losses, items = batching.accumulate(
+        acc, batching.split(torch.arange(24), plan.accum),
+        lambda idx: (loss_sum(acc, x[idx], y[idx]), len(idx)), 24, world=1)
+    assert items == 24 and len(losses) == 4 and not any(s.requires_grad for s in losses)
+    assert sum(s.item() for s in losses) / items == pytest.approx(
+        torch.nn.functional.cross_entropy(big(x), y).item(), rel=1e-6)
     for a, b in zip(acc.parameters(), big.parameters()):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-7)
     for a, b in zip(stepped(acc), stepped(big)):
@@ -88,3 +91,28 @@ def test_grad_sync_leaves_a_plain_module_alone():
     with batching.grad_sync(model, sync=False):
         loss_sum(model, *data(4)).backward()
     assert model[0].weight.grad is not None
+
+
+class Sharded(torch.nn.Module):
+    """A module with FSDP2's gradient-sync switch, recording it at each forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear, self.sync, self.synced = torch.nn.Linear(5, 3), True, []
+
+    def set_requires_gradient_sync(self, sync: bool):
+        self.sync = sync
+
+    def forward(self, x):
+        self.synced.append(self.sync)
+        return self.linear(x)
+
+
+def test_accumulate_syncs_on_the_last_micro_batch_and_checks_each_loss_before_backward():
+    model, (x, y) = Sharded(), data(12)
+    grad_at_check = []
+    batching.accumulate(model, batching.split(torch.arange(12), 3),
+                        lambda idx: (loss_sum(model, x[idx], y[idx]), len(idx)), 12, world=1,
+                        check=lambda loss: grad_at_check.append(model.linear.weight.grad))
+    assert model.synced == [False, False, True] and model.sync
+    assert grad_at_check[0] is None and all(g is not None for g in grad_at_check[1:])

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 from harness_utils import ROOT, run_py
+from omegaconf import OmegaConf
 
 import solo
 from experiments.config import compose
@@ -36,7 +37,7 @@ def test_every_recipe_composes(recipe):
     assert task in TASKS and scale in SCALES, f"conf/recipe/{recipe}.yaml: no such task/scale"
     cfg = compose([f"task={task}", f"scale={scale}"])
     assert cfg.task.name == task and cfg.scale.name == scale
-    assert {"epochs", "lr", "betas", "eps", "weight_decay", "eval_every"} <= set(cfg.scale)
+    assert {"epochs", "lr", "beta2", "eps", "weight_decay", "eval_every"} <= set(cfg.scale)
     assert compose([f"task={task}"]).scale.name == "small"
     assert cfg.optim_name == "solo_4_2bit"
 
@@ -83,7 +84,7 @@ def test_every_task_optim_pair_composes_and_steps(task, optim):
                                 torch.nn.Linear(256, 4))
     # Exactly the call the runners make: identity from the YAML, hyperparameters from the task.
     opt = optimizers.build_optimizer(cfg, training.param_groups(model, hp.weight_decay), lr=hp.lr,
-                                 betas=hp.betas, eps=hp.eps, weight_decay=hp.weight_decay)
+                                     beta2=hp.beta2, eps=hp.eps, weight_decay=hp.weight_decay)
     assert isinstance(opt, torch.optim.Optimizer)
     before = [p.detach().clone() for p in model.parameters()]
     model(torch.randn(8, 16)).square().mean().backward()
@@ -146,9 +147,18 @@ def test_beta1_override_replaces_the_default_beta1(optim, default):
     params = [torch.nn.Parameter(torch.zeros(4))]
     for extra, beta1 in [([], default), (["beta1=0.6"], 0.6)]:
         cfg = compose([f"optim={optim}", *extra])
-        opt = optimizers.build_optimizer(cfg, params, lr=1e-3, betas=[None, 0.999], eps=1e-8,
-                                     weight_decay=0.0)
+        opt = optimizers.build_optimizer(cfg, params, lr=1e-3, beta2=0.999, eps=1e-8,
+                                         weight_decay=0.0)
         assert opt.param_groups[0]["betas"][0] == pytest.approx(beta1, abs=1e-3)
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_recipes_leave_beta1_to_the_optimizer(recipe):
+    """beta1 has one home, the optimizer (a preset's default for a null beta1), and one
+    override, the run's `beta1=`, passed through as given: a recipe gives beta2 alone."""
+    keys = OmegaConf.load(ROOT / "conf" / "recipe" / f"{recipe}.yaml")
+    assert "beta1" not in keys and "betas" not in keys
+    assert 0 < keys.beta2 < 1
 
 
 def test_pair_knobs_from_the_command_line_reach_the_optimizer():
@@ -157,6 +167,6 @@ def test_pair_knobs_from_the_command_line_reach_the_optimizer():
     cfg = compose(["optim=solo_4_2bit", "+optim.block_size=[128,2048]",
                    "+optim.quantizers=[de,linear]"])
     opt = optimizers.build_optimizer(cfg, [torch.nn.Parameter(torch.zeros(4))], lr=1e-3,
-                                 betas=[None, 0.999], eps=1e-8, weight_decay=0.0)
+                                     beta2=0.999, eps=1e-8, weight_decay=0.0)
     assert opt.param_groups[0]["block_size"] == (128, 2048)
     assert opt.param_groups[0]["quantizers"] == ("de", "linear")

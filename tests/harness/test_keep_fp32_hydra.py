@@ -12,7 +12,7 @@ def _build(overrides):
                                 torch.nn.LayerNorm(8))
     cfg = compose(["optim=solo_4_2bit", *overrides])
     return optimizers.build_optimizer(cfg, training.param_groups(model, 0.1), lr=1e-3,
-                                      betas=[None, 0.999], eps=1e-8, weight_decay=0.1)
+                                      beta2=0.999, eps=1e-8, weight_decay=0.1)
 
 
 def test_keep_fp32_from_the_command_line():

@@ -36,7 +36,7 @@ def test_a_null_beta1_is_the_registry_default(name, beta1):
     assert OPTIMIZERS[name].default_beta1() == beta1
     cfg = compose([f"optim={name}"])
     opt = optimizers.build_optimizer(cfg, [torch.nn.Parameter(torch.zeros(4))], lr=1e-3,
-                                     betas=[None, 0.999], eps=1e-8, weight_decay=0.0)
+                                     beta2=0.999, eps=1e-8, weight_decay=0.0)
     assert opt.param_groups[0]["betas"][0] == pytest.approx(beta1)
 
 
