@@ -107,16 +107,50 @@ def affects(task: str, path: str) -> bool:
     return True
 
 
-def stale_files(record: dict, head: dict[str, str]) -> list[str] | None:
+def stale_files(record: dict, head: dict[str, str], root: Path = ROOT) -> list[str] | None:
     """Files that affect the record's task and differ between the code it ran and ``head``
     (a :func:`code_files` map, e.g. of the current tree); None when the record does not name
-    its code (older records)."""
+    its code (older records). A YAML file whose edit changed only comments or layout is not
+    counted (:func:`same_settings`): a recipe may say what its runs measured."""
     ran = record.get("provenance", {}).get("code_files")
     if not isinstance(ran, dict):
         return None
     task = record["task"]
     return sorted(p for p in set(ran) | set(head)
-                  if affects(task, p) and ran.get(p) != head.get(p))
+                  if affects(task, p) and ran.get(p) != head.get(p)
+                  and not same_settings(p, ran.get(p), head.get(p), root))
+
+
+_SETTINGS: dict = {}
+
+
+def same_settings(path: str, old: str | None, new: str | None, root: Path = ROOT) -> bool:
+    """Whether two versions (blob hashes) of the YAML file ``path`` hold the same data: both
+    readable (git's object store, or the file itself for uncommitted content) and equal once
+    parsed. False for anything else: a change that cannot be read counts as a change."""
+    if not path.endswith(".yaml") or old is None or new is None:
+        return False
+    if (old, new) not in _SETTINGS:
+        import yaml  # only here: readers of records that never compare need no PyYAML
+
+        texts = [_blob_text(path, blob, root) for blob in (old, new)]
+        try:
+            same = None not in texts and yaml.safe_load(texts[0]) == yaml.safe_load(texts[1])
+        except yaml.YAMLError:
+            same = False
+        _SETTINGS[(old, new)] = same
+    return _SETTINGS[(old, new)]
+
+
+def _blob_text(path: str, blob: str, root: Path) -> str | None:
+    text = git("cat-file", "blob", blob, root=root)
+    if text is not None:
+        return text
+    try:
+        data = (root / path).read_bytes()
+    except OSError:
+        return None
+    return data.decode() if blob_hash(data) == blob else None
 
 
 _SNAPSHOT: dict = {}

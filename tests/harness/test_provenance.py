@@ -65,6 +65,27 @@ def test_a_record_is_stale_only_for_changes_that_affect_its_task(repo):
     assert provenance.stale_files({"task": "swin", "provenance": {}}, {}) is None
 
 
+def test_a_recipe_edit_that_changes_only_comments_leaves_its_records_current(repo):
+    root, git = repo
+    recipe = root / "conf/recipe/swin_small.yaml"
+    recipe.write_text("lr: 0.002\nepochs: 40\n")
+    git("commit", "-qam", "recipe")
+    record = {"task": "swin", "provenance": {"code_files": provenance.code_files(root)}}
+    recipe.write_text("# measured: top-1 61.2 +- 0.4 over 5 seeds\nlr: 2.0e-3  # tuned\n"
+                      "epochs: 40\n")
+    assert provenance.stale_files(record, provenance.code_files(root), root) == []  # unstaged
+    git("commit", "-qam", "comments")
+    assert provenance.stale_files(record, provenance.code_files(root), root) == []
+    recipe.write_text("lr: 0.002\nepochs: 41\n")
+    assert provenance.stale_files(record, provenance.code_files(root), root) == [
+        "conf/recipe/swin_small.yaml"]
+    recipe.write_text("lr: [unclosed\n")  # unreadable counts as a change
+    assert provenance.stale_files(record, provenance.code_files(root), root) == [
+        "conf/recipe/swin_small.yaml"]
+    (root / "run.py").write_text("# same comment style, but Python: a change\n")
+    assert "run.py" in provenance.stale_files(record, provenance.code_files(root), root)
+
+
 @pytest.mark.parametrize("path,task,expected", [
     ("solo/codecs.py", "dcn", True), ("experiments/scaffold.py", "dcn", True),
     ("experiments/swin/run.py", "dcn", False), ("experiments/dcn/data.py", "dcn", True),
