@@ -21,13 +21,17 @@ class ClaimsError(ValueError):
 
 @dataclass(frozen=True)
 class Metric:
-    """A metric of a setting: better is "higher" or "lower"; margin in the metric's units."""
+    """A metric of a setting: better is "higher" or "lower"; margin in the metric's units;
+    trivial and ceiling (optional, the metric's units): what a trivial model scores and the best
+    score there is, for the headroom table."""
 
     name: str
     better: str
     margin: float
     decimals: int
     reason: str
+    trivial: float | None = None
+    ceiling: float | None = None
 
     @property
     def higher_is_better(self) -> bool:
@@ -97,8 +101,13 @@ def _metric(name, raw, where):
     margin = float(_need(raw, "margin", (int, float), where))
     if margin <= 0:
         raise ClaimsError(f"{where}.margin must be > 0, got {margin}")
+    ends = [raw.get(k) for k in ("trivial", "ceiling")]
+    for key, value in zip(("trivial", "ceiling"), ends):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ClaimsError(f"{where}.{key} must be a number, got {value!r}")
     return Metric(name, better, margin, _need(raw, "decimals", int, where),
-                  _need(raw, "reason", str, where))
+                  _need(raw, "reason", str, where), *(None if v is None else float(v)
+                                                      for v in ends))
 
 
 def _setting(key, raw, where):

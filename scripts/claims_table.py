@@ -8,6 +8,7 @@ import functools
 
 from experiments.optimizers import OPTIMIZERS
 from scripts.claim_stats import compare
+from scripts.headroom import SEEDS
 from scripts.table_layouts import CLAIM_COLUMNS
 from scripts.table_provenance import FOOTNOTES, Marks, beta1_text, marks_text, note
 from scripts.table_records import index_records
@@ -46,6 +47,12 @@ on a metric that is equivalent or better and fails on one that is worse or where
 side crashed more seeds; a crash claim holds on a metric that is worse or where the compared \
 side crashed more seeds, and fails on one that is equivalent or better. β1: the beta1 each side \
 ran with; "differ" flags rows comparing different beta1."""
+
+
+MDD_NOTE = (f"margin below the MDD: the smallest difference {SEEDS} paired seeds detect (alpha "
+            "0.05, power 0.8) from 32-bit AdamW's seed std (results/tables/headroom.md); at "
+            f"{SEEDS} seeds this task cannot decide the claim on this metric, whatever the "
+            "verdict reads.")
 
 
 def label(optim, variant=None):
@@ -102,7 +109,16 @@ def outcome(test, cmp):
         else "open"
 
 
-def metric_row(cell, metric, sides, betas, marks):
+def margin_text(cell, metric, mdds):
+    """'±0.64', or '±0.64 < MDD 1.01[^mdd]' when the task's seeds cannot decide it."""
+    text = f"±{fmt_num(metric.margin, max(metric.decimals, 2))}"
+    mdd = mdds.get((cell.setting.key, metric.name))
+    if mdd is not None and metric.margin < mdd:
+        text += f" < MDD {fmt_num(mdd, max(metric.decimals, 2))}{note('mdd')}"
+    return text
+
+
+def metric_row(cell, metric, sides, betas, marks, mdds):
     """A row of one metric: the strings of CLAIM_COLUMNS and the Comparison."""
     (brecs, bnotes), (crecs, cnotes) = sides
     values = [{r["seed"]: r["metrics"][metric.name] for r in recs
@@ -118,7 +134,7 @@ def metric_row(cell, metric, sides, betas, marks):
     return dict(
         task=cell_name(cell), metric=metric.name + (" (lower is better)"
                                                     if not metric.higher_is_better else ""),
-        margin=f"±{fmt_num(metric.margin, max(d, 2))}", beta1=betas,
+        margin=margin_text(cell, metric, mdds), beta1=betas,
         base=side_text(cmp.base, brecs, bnotes, metric, marks),
         comp=side_text(cmp.comp, crecs, cnotes, metric, marks),
         pairs=str(cmp.n) + (f" ({cmp.dropped} dropped)" if cmp.dropped else ""), diff=diff,
@@ -148,7 +164,7 @@ def missing_row(cell, comparison, sides, base_variant):
                 verdict="**n<2**", hardware="—", cmp=None, name=cell_name(cell))
 
 
-def comparison_rows(comparison, cells, evidence, marks):
+def comparison_rows(comparison, cells, evidence, marks, mdds):
     rows, unrecorded = [], []
     for cell in cells:
         base_variant = comparison.baseline_variant or cell.variant
@@ -161,7 +177,7 @@ def comparison_rows(comparison, cells, evidence, marks):
         recs = sides[0][0] + sides[1][0]
         for metric in cell.setting.metrics:
             if any(r["metrics"].get(metric.name) is not None for r in recs):
-                rows.append(metric_row(cell, metric, sides, betas, marks))
+                rows.append(metric_row(cell, metric, sides, betas, marks, mdds))
             else:
                 unrecorded.append(f"{cell.task} {metric.name}")
     return rows, unrecorded
@@ -188,15 +204,19 @@ def summary(rows, test):
             parts.append(f"{v} on " + (", ".join(by[v]) if len(by[v]) <= 3 else str(len(by[v]))))
     if missing:
         parts.append("no records on " + ", ".join(missing))
+    undecidable = [r for r in judged if "< MDD" in r["margin"]]
+    if undecidable:
+        parts.append(f"margin below the {SEEDS}-seed MDD on {len(undecidable)}")
     outcomes = [outcome(test, r["cmp"]) for r in judged]
     tally = ", ".join(f"{k} on {outcomes.count(k)}" for k in ("holds", "fails", "open"))
     return f"{', '.join(parts)}; the claim {tally}"
 
 
-def render_claims(spec, records, notes, records_label, marks=None):
+def render_claims(spec, records, notes, records_label, marks=None, mdds=None):
     """(claims.md, one summary line per claim): every claim of ``spec`` tested on ``records`` (crash
-    notes ``notes``); ``marks``: a table_provenance.Marks (default: against the current tree)."""
-    marks = marks or Marks()
+    notes ``notes``); ``marks``: a table_provenance.Marks (default: against the current tree);
+    ``mdds``: headroom.mdd_of's {(setting, metric): MDD}, to flag margins below it."""
+    marks, mdds = marks or Marks(), mdds or {}
     evidence = Evidence(records, notes)
     out = ["# What reproduces: the SOLO paper's claims (arXiv 2505.00347) in our runs", "",
            f"Ours come from records in {records_label}.", "",
@@ -208,7 +228,7 @@ def render_claims(spec, records, notes, records_label, marks=None):
         out += [f"Test: {claim.test}.", ""]
         lines = []
         for comparison in claim.comparisons:
-            rows, unrecorded = comparison_rows(comparison, claim.cells, evidence, marks)
+            rows, unrecorded = comparison_rows(comparison, claim.cells, evidence, marks, mdds)
             base = label(comparison.baseline, comparison.baseline_variant)
             who = f"{label(comparison.compared)} against {base}"
             line = summary(rows, claim.test)
@@ -219,8 +239,9 @@ def render_claims(spec, records, notes, records_label, marks=None):
             if unrecorded:
                 out += [f"Not recorded by these runs: {', '.join(unrecorded)}.", ""]
         block += [f"- {claim.title}: " + "; ".join(lines) + "."]
-    used = [k for k in FOOTNOTES if f"[^{k}]" in "\n".join(out)]
-    out += [f"[^{k}]: {FOOTNOTES[k]}" for k in used]
+    notes_ = {**FOOTNOTES, "mdd": MDD_NOTE}
+    used = [k for k in notes_ if f"[^{k}]" in "\n".join(out)]
+    out += [f"[^{k}]: {notes_[k]}" for k in used]
     return "\n".join(out).rstrip("\n") + "\n", block
 
 

@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 
 from experiments.records import RecordError, load_records
+from scripts import headroom
 from scripts.claims_spec import CLAIMS_FILE, ClaimsError, load_spec
 from scripts.claims_table import README_BEGIN, render_claims, replace_block, summary_block
 from scripts.table_layouts import MEDIUM_LLAMA, TABLE1, TABLE2A, TABLE_ADABELIEF, TABLES
@@ -200,10 +201,11 @@ def render_tex(spec, paper, cells, records_label):
 
 
 def make_tables(records_dir, paper_dir, out_dir, records_label=None, readme=None,
-                claims=CLAIMS_FILE, marks=None):
+                claims=CLAIMS_FILE, marks=None, recipes=None):
     """Write all tables to ``out_dir`` and, when ``readme`` names a file with the claims markers,
     the claims block into it; return {file name: text} of the tables. ``claims``: the
-    pre-registered claims; ``marks``: table_provenance.Marks (default: the current tree).
+    pre-registered claims; ``marks``: table_provenance.Marks (default: the current tree);
+    ``recipes``: a folder of recipes (conf/recipe) to write the headroom blocks into.
     Raises RecordError on a bad record, ClaimsError on a bad claims file."""
     records_label = records_label or str(records_dir)
     spec = load_spec(claims)
@@ -214,7 +216,9 @@ def make_tables(records_dir, paper_dir, out_dir, records_label=None, readme=None
     p1, p2a = papers[TABLE1["paper_csv"]], papers[TABLE2A["paper_csv"]]
     adabelief = (TABLE_ADABELIEF, papers[TABLE_ADABELIEF["paper_csv"]])
     medium = medium_section(papers, cells, pretrained_cells)
-    claims_md, lines = render_claims(spec, records, notes, records_label, marks)
+    rooms = headroom.headroom(spec, records)
+    claims_md, lines = render_claims(spec, records, notes, records_label, marks,
+                                     headroom.mdd_of(rooms))
     texts = {
         "table1.md": render_md(TABLE1, p1, cells, records_label),
         "table1.tex": render_tex(TABLE1, p1, cells, records_label),
@@ -224,6 +228,7 @@ def make_tables(records_dir, paper_dir, out_dir, records_label=None, readme=None
         "claims.md": claims_md,
         "claims_summary.md": "# The paper's claims in our runs\n\n"
                              + summary_block(spec, lines, records_label, "claims.md"),
+        "headroom.md": headroom.render(rooms, records_label),
     }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -232,6 +237,8 @@ def make_tables(records_dir, paper_dir, out_dir, records_label=None, readme=None
     if readme is not None:
         write_readme_block(Path(readme), summary_block(spec, lines, records_label,
                                                        "results/tables/claims.md"))
+    if recipes is not None:
+        headroom.write_recipes(rooms, recipes)
     return texts
 
 
@@ -254,10 +261,12 @@ def main(argv=None):
     parser.add_argument("--readme", default="README.md",
                         help="file whose claims markers get the summary block ('' for none)")
     parser.add_argument("--claims", default=str(CLAIMS_FILE), help="the pre-registered claims")
+    parser.add_argument("--recipes", default="conf/recipe",
+                        help="recipes to get the headroom blocks ('' for none)")
     args = parser.parse_args(argv)
     try:
         texts = make_tables(args.records, args.paper, args.out, readme=args.readme or None,
-                            claims=args.claims)
+                            claims=args.claims, recipes=args.recipes or None)
     except RecordError as e:
         print(f"make_tables: bad record: {e}", file=sys.stderr)
         return 2

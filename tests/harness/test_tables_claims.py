@@ -159,8 +159,8 @@ def test_claims_count_diverged_and_crashed_seeds(claims):
 def test_summary_line_per_comparison(claims):
     assert summary(claims, "(b)", "solo_2bit") == (
         "equivalent on 0 of 2 metrics, worse on dcn auc, inconclusive on dcn logloss, "
-        "no records on swin (small), transformer (small), llama (medium); "
-        "the claim holds on 0, fails on 1, open on 1")
+        "no records on swin (small), transformer (small), llama (medium), "
+        "margin below the 5-seed MDD on 1; the claim holds on 0, fails on 1, open on 1")
     assert summary(claims, "(a)", "solo_4_2bit").startswith(
         "equivalent on 2 of 4 metrics, n<2 on swin top1, swin top5, no records on")
 
