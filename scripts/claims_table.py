@@ -8,7 +8,7 @@ import functools
 
 from experiments.optimizers import OPTIMIZERS
 from scripts.claim_stats import compare
-from scripts.headroom import SEEDS
+from scripts.headroom import ALPHA, POWER, SEEDS
 from scripts.table_layouts import CLAIM_COLUMNS
 from scripts.table_provenance import FOOTNOTES, Marks, beta1_text, marks_text, note
 from scripts.table_records import index_records
@@ -50,7 +50,7 @@ ran with; "differ" flags rows comparing different beta1."""
 
 
 MDD_NOTE = (f"margin below the MDD: the smallest difference {SEEDS} paired seeds detect (alpha "
-            "0.05, power 0.8) from 32-bit AdamW's seed std (results/tables/headroom.md); at "
+            f"{ALPHA}, power {POWER}) from 32-bit AdamW's seed std (results/tables/headroom.md); at "
             f"{SEEDS} seeds this task cannot decide the claim on this metric, whatever the "
             "verdict reads.")
 
@@ -109,10 +109,9 @@ def outcome(test, cmp):
         else "open"
 
 
-def margin_text(cell, metric, mdds):
+def margin_text(metric, mdd):
     """'±0.64', or '±0.64 < MDD 1.01[^mdd]' when the task's seeds cannot decide it."""
     text = f"±{fmt_num(metric.margin, max(metric.decimals, 2))}"
-    mdd = mdds.get((cell.setting.key, metric.name))
     if mdd is not None and metric.margin < mdd:
         text += f" < MDD {fmt_num(mdd, max(metric.decimals, 2))}{note('mdd')}"
     return text
@@ -127,6 +126,7 @@ def metric_row(cell, metric, sides, betas, marks, mdds):
     cmp = compare(values[0], values[1], metric.margin, metric.higher_is_better,
                   crashed=tuple(len(c) for c in crashed))
     d = metric.decimals
+    mdd = mdds.get((cell.setting.key, metric.name))
     diff = "—" if cmp.diff is None else fmt_signed(cmp.diff, d)
     if cmp.ci:
         diff += f" [{fmt_signed(cmp.ci[0], d)}, {fmt_signed(cmp.ci[1], d)}]"
@@ -134,7 +134,8 @@ def metric_row(cell, metric, sides, betas, marks, mdds):
     return dict(
         task=cell_name(cell), metric=metric.name + (" (lower is better)"
                                                     if not metric.higher_is_better else ""),
-        margin=margin_text(cell, metric, mdds), beta1=betas,
+        margin=margin_text(metric, mdd), beta1=betas, undecidable=mdd is not None and
+        metric.margin < mdd,
         base=side_text(cmp.base, brecs, bnotes, metric, marks),
         comp=side_text(cmp.comp, crecs, cnotes, metric, marks),
         pairs=str(cmp.n) + (f" ({cmp.dropped} dropped)" if cmp.dropped else ""), diff=diff,
@@ -204,7 +205,7 @@ def summary(rows, test):
             parts.append(f"{v} on " + (", ".join(by[v]) if len(by[v]) <= 3 else str(len(by[v]))))
     if missing:
         parts.append("no records on " + ", ".join(missing))
-    undecidable = [r for r in judged if "< MDD" in r["margin"]]
+    undecidable = [r for r in judged if r["undecidable"]]
     if undecidable:
         parts.append(f"margin below the {SEEDS}-seed MDD on {len(undecidable)}")
     outcomes = [outcome(test, r["cmp"]) for r in judged]

@@ -5,11 +5,7 @@ metric's ceiling, and the minimum detectable difference (MDD) of a comparison wi
 :data:`SEEDS` paired seeds. A claim's equivalence margin below the MDD cannot be decided by the
 task at that many seeds: the claims table says so on that row.
 
-MDD: the true mean difference that a two-sided paired t test at level :data:`ALPHA` finds with
-probability :data:`POWER`, (t_{1-alpha/2, n-1} + t_{power, n-1}) * sd_d / sqrt(n), with the
-sd of a paired difference taken as sqrt(2) times 32-bit AdamW's seed std (two independent
-runs; pairing by seed can only lower it). It is also about the margin an equivalence test
-needs to call two identical optimizers equivalent with that probability.
+MDD: see :data:`RULE`.
 
 Written by ``make tables``: results/tables/headroom.md, and the block between the markers
 :data:`BEGIN` / :data:`END` at the end of each recipe (conf/recipe/<task>_<scale>.yaml); the
@@ -17,6 +13,7 @@ block is comments only, so rewriting it leaves the recipe's runs current.
 """
 
 import math
+import statistics
 from pathlib import Path
 
 from scipy import stats
@@ -45,13 +42,6 @@ def detectable(sd: float, n: int = SEEDS, alpha: float = ALPHA, power: float = P
     return t * math.sqrt(2) * sd / math.sqrt(n)
 
 
-def _mean_sd(values):
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, None
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
-
 def headroom(spec, records) -> list[dict]:
     """One row per (setting without variant, metric) that 32-bit AdamW's records have."""
     cells = index_records(records)
@@ -64,7 +54,8 @@ def headroom(spec, records) -> list[dict]:
             values = [r["metrics"][m.name] for r in recs if r["metrics"].get(m.name) is not None]
             if not values:
                 continue
-            mean, sd = _mean_sd(values)
+            mean = statistics.mean(values)
+            sd = statistics.stdev(values) if len(values) > 1 else None
             sign = 1 if m.higher_is_better else -1
             mdd = detectable(sd) if sd is not None else None
             rows.append(dict(
