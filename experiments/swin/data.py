@@ -111,7 +111,8 @@ def synthetic(hp):
 
 
 def random_shift(x: torch.Tensor, s: int) -> torch.Tensor:
-    """Translate each image by up to s pixels, filling with zeros (black: the background)."""
+    """Translate each image by up to s pixels, filling with zeros (black): a random crop of the
+    image zero-padded by s pixels."""
     if s == 0:
         return x
     n, _, h, w = x.shape
