@@ -67,6 +67,82 @@ class Seq2Seq(nn.Module):
         return self.decode(tgt_in, memory, src_pad)
 
 
+def _heads(x, heads: int):
+    """(B, T, d) -> (B, heads, T, d / heads)."""
+    return x.view(x.size(0), x.size(1), heads, -1).transpose(1, 2)
+
+
+def _project(attn: nn.MultiheadAttention, x, which: int):
+    """The query (0), key (1) or value (2) projection of ``attn``, split into heads."""
+    d = attn.embed_dim
+    part = slice(which * d, (which + 1) * d)
+    return _heads(F.linear(x, attn.in_proj_weight[part], attn.in_proj_bias[part]),
+                  attn.num_heads)
+
+
+def _attend(attn: nn.MultiheadAttention, x, keys, values, may_attend):
+    """``attn`` of the queries from x (B, 1, d) over cached keys/values (B, heads, T, d/h)."""
+    out = F.scaled_dot_product_attention(_project(attn, x, 0), keys, values,
+                                         attn_mask=may_attend)
+    return attn.out_proj(out.transpose(1, 2).flatten(2))
+
+
+def _sublayer(x, norm, norm_first: bool, fn):
+    """A residual sub-layer, pre-norm (x + fn(norm(x))) or post-norm (norm(x + fn(x)))."""
+    return x + fn(norm(x)) if norm_first else norm(x + fn(x))
+
+
+class IncrementalDecoder:
+    """Seq2Seq's decoder in eval mode run one target position at a time: the keys and values
+    of earlier positions (self-attention) and of the memory (cross-attention) are computed
+    once and kept, so a step costs one position's work, not the whole prefix's. Its logits
+    are those of ``model.decode`` at the last position (up to float rounding)."""
+
+    def __init__(self, model: Seq2Seq, memory, src_pad):
+        self.model, self.layers = model, model.decoder.layers
+        self.memory = [(_project(l.multihead_attn, memory, 1),
+                        _project(l.multihead_attn, memory, 2)) for l in self.layers]
+        self.memory_mask = ~src_pad[:, None, None, :]  # SDPA's bool mask: True = may attend
+        self.cache: list[tuple] = [()] * len(self.layers)
+        self.pad = src_pad.new_zeros(src_pad.size(0), 0)  # True where a prefix token is PAD
+
+    def step(self, ids):
+        """Logits (B, vocab) of the position after ``ids`` (B,), the prefix's newest tokens."""
+        m, t = self.model, self.pad.size(1)
+        x = m.embed(ids)[:, None] * math.sqrt(m.d_model) + m.positions[t]
+        self.pad = torch.cat([self.pad, (ids == PAD)[:, None]], 1)
+        may_attend = ~self.pad[:, None, None, :]
+        for i, layer in enumerate(self.layers):
+
+            def self_attention(h, i=i, layer=layer):
+                keys = _project(layer.self_attn, h, 1)
+                values = _project(layer.self_attn, h, 2)
+                if self.cache[i]:
+                    keys = torch.cat([self.cache[i][0], keys], 2)
+                    values = torch.cat([self.cache[i][1], values], 2)
+                self.cache[i] = (keys, values)
+                return _attend(layer.self_attn, h, keys, values, may_attend)
+
+            def cross_attention(h, i=i, layer=layer):
+                return _attend(layer.multihead_attn, h, *self.memory[i], self.memory_mask)
+
+            def feed_forward(h, layer=layer):
+                return layer.linear2(layer.activation(layer.linear1(h)))
+
+            for norm, fn in ((layer.norm1, self_attention), (layer.norm2, cross_attention),
+                             (layer.norm3, feed_forward)):
+                x = _sublayer(x, norm, layer.norm_first, fn)
+        if m.decoder.norm is not None:
+            x = m.decoder.norm(x)
+        return F.linear(x[:, 0], m.embed.weight)
+
+    def reorder(self, rows):
+        """Keep the rows ``rows`` (beam search's surviving hypotheses) of the cache; rows stay
+        within their sentence, so the memory's keys and values are unchanged."""
+        self.cache = [(k[rows], v[rows]) for k, v in self.cache]
+        self.pad = self.pad[rows]
+
+
 def max_lengths(src, a: float, b: int):
     """Decoding budget: a * (longest source in the batch) + b new tokens."""
     return int(a * (src != PAD).sum(1).max().item() + b)
@@ -100,17 +176,19 @@ def beam_search(model, src, beam: int, max_len: int, alpha: float) -> list[list[
     by log-probability / length_penalty, the best `beam` others stay live. A sentence is done
     once it has `beam` finished hypotheses (fairseq's stopping rule); at max_len the live beams
     are finished as they are. Returns the best finished hypothesis per sentence, EOS dropped.
-    With beam=1 this is exactly greedy decoding."""
+    With beam=1 this is exactly greedy decoding. The decoder runs one position per step with
+    its keys and values cached (IncrementalDecoder), not over the whole prefix again."""
     n, device = src.size(0), src.device
     memory, src_pad = model.encode(src)
-    memory, src_pad = memory.repeat_interleave(beam, 0), src_pad.repeat_interleave(beam, 0)
+    decoder = IncrementalDecoder(model, memory.repeat_interleave(beam, 0),
+                                 src_pad.repeat_interleave(beam, 0))
     tokens = torch.full((n * beam, 1), BOS, dtype=torch.long, device=device)
     scores = torch.zeros(n, beam, device=device)
     scores[:, 1:] = float("-inf")  # all beams start identical: expand only the first
     finished = [[] for _ in range(n)]  # (normalized score, ids)
     done = torch.zeros(n, dtype=torch.bool)
     for t in range(max_len + 1):
-        logp = model.decode(tokens, memory, src_pad)[:, -1].float().log_softmax(-1)
+        logp = decoder.step(tokens[:, -1]).float().log_softmax(-1)
         vocab = logp.size(-1)
         if t == max_len:  # out of budget: only EOS may follow
             logp = torch.full_like(logp, float("-inf"))
@@ -137,4 +215,5 @@ def beam_search(model, src, beam: int, max_len: int, alpha: float) -> list[list[
         scores[done.to(device)] = float("-inf")  # done sentences generate nothing more
         rows = (torch.arange(n, device=device)[:, None] * beam + new_beam).view(-1)
         tokens = torch.cat([tokens[rows], tok.gather(1, keep).view(-1, 1)], 1)
+        decoder.reorder(rows)
     return [max(f, key=lambda x: x[0])[1] if f else [] for f in finished]
