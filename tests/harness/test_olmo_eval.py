@@ -69,22 +69,9 @@ def olmo_files(tmp_path_factory):
 
 def lm_eval_docs(folder: Path, key: str):
     """(lm-eval's text, choices, target) of every document of the local task ``key``."""
-    from lm_eval.tasks import TaskManager, get_task_dict
-
-    tasks = get_task_dict([benchmarks.BENCHMARKS[key][0]],
-                          TaskManager(include_path=str(folder / key), include_defaults=False))
-    out = []
-
-    def walk(d):
-        for t in d.values():
-            if isinstance(t, dict):
-                walk(t)
-            else:
-                out.extend((t.doc_to_text(doc), t.doc_to_choice(doc), t.doc_to_target(doc))
-                           for doc in t.eval_docs)
-
-    walk(tasks)
-    return out
+    return [(t.doc_to_text(doc), t.doc_to_choice(doc), t.doc_to_target(doc))
+            for t in benchmarks.load_tasks(folder / key, benchmarks.BENCHMARKS[key][0])
+            for doc in t.eval_docs]
 
 
 def test_the_wheels_shapes_become_lm_evals_tasks_with_the_items_choices_and_gold(
@@ -303,10 +290,12 @@ def test_benchmark_metrics_scores_every_prepared_benchmark_with_its_shots_and_me
     assert m["arc_e"] == 100 * zero["solo_arc_easy"]["acc,none"]
     assert m["mmlu"] == 100 * five["solo_mmlu"]["acc,none"]
     assert all(calls[1][2]["configs"][t]["num_fewshot"] == 5 for t in calls[1][2]["configs"])
-    hp.eval.benchmarks = ["siqa"]
-    hp.eval.metric = {"siqa": "acc"}
+    hp.eval.benchmarks = ["siqa", "mmlu"]
+    hp.eval.shots = {"mmlu": 0}
+    calls.clear()
     assert set(evaluate.benchmark_metrics(tiny_model_dir, tmp_path, hp, torch.device("cpu"))) \
-        == {"siqa", "siqa_n"}
+        == {"siqa", "siqa_n", "mmlu", "mmlu_n"}
+    assert [(t, s) for t, s, _ in calls] == [(["solo_social_iqa", "solo_mmlu"], 0)]
 
 
 class ByteTokenizer:
