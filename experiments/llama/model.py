@@ -1,7 +1,7 @@
-"""LLaMA's model and tokenizer: a small LlamaConfig from scratch with a byte-level BPE trained
-on the generated prompts (smoke, small), a pretrained Llama-architecture GGUF with its own
-tokenizer on the generated prompts (medium: SmolLM2-135M-Instruct), or a local LLaMA
-checkpoint (paper)."""
+"""LLaMA's model, tokenizer and instruction data: a small LlamaConfig from scratch with a
+byte-level BPE trained on the generated prompts (smoke, small), a pretrained Llama-architecture
+GGUF with its own tokenizer on ShareGPT's human-written instructions (medium:
+SmolLM2-135M-Instruct), or a local LLaMA checkpoint on an Alpaca JSON (paper)."""
 
 from pathlib import Path
 
@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from experiments.datacheck import require_rows
 from experiments.errors import DataNotFound
-from experiments.llama import data, generated
+from experiments.llama import data, generated, sharegpt
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,9 +35,6 @@ def build(cfg, hp, run_dir: Path):
     if hp.data == "generated":
         train, heldout = generated.generate(hp.n_train, hp.n_heldout)
         require_rows(len(train), hp.batch_size, "records", "the generated data (scale.n_train)")
-        if hp.get("pretrained"):  # medium: a pretrained model brings its own tokenizer
-            model, tokenizer = load_gguf(hp.pretrained)
-            return model, tokenizer, train, heldout
         # The tokenizer sees training text only; byte-level BPE still encodes anything.
         texts = [data.format_prompt(ex) + ex["output"] for ex in train]
         tokenizer = data.train_tokenizer(texts, hp.vocab_size, run_dir / "tokenizer")
@@ -46,6 +43,15 @@ def build(cfg, hp, run_dir: Path):
                              eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
                              **OmegaConf.to_container(hp.model))
         model = LlamaForCausalLM(config)
+        return model, tokenizer, train, heldout
+
+    if hp.data == "sharegpt":  # medium: a pretrained model brings its own tokenizer
+        pairs = sharegpt.load(ROOT / hp.get("data_path", sharegpt.DEFAULT_PATH))
+        model, tokenizer = load_gguf(hp.pretrained)
+        prompt_of = data.prompt_function(hp.get("prompt", "alpaca"), tokenizer)
+        train, heldout = sharegpt.select(pairs, hp.n_train, hp.n_heldout, lambda ex: len(
+            data.encode(ex, tokenizer, hp.max_len + 1, prompt_of)[0]) <= hp.max_len)
+        require_rows(len(train), hp.batch_size, "records", "the instruction pairs (n_train)")
         return model, tokenizer, train, heldout
 
     # paper scale: user-given checkpoint and Alpaca JSON, the data checked before the model

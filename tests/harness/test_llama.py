@@ -214,12 +214,13 @@ def test_medium_scale_names_a_missing_model_and_how_to_fetch_it(run_ll, tmp_path
 
 @pytest.mark.medium
 def test_medium_scale_fine_tunes_the_real_smollm2_end_to_end(run_ll):
-    # The GGUF that `make setup` fetches: two steps, then lm-eval on the saved copy.
-    record, run_dir = run_ll("scale.n_train=32", "scale.n_heldout=6", "scale.eval.mmlu=false",
-                             "scale.eval_every=1000", optim="solo_4_2bit", scale="medium")
+    # The GGUF and ShareGPT pairs that `make setup` fetches: two steps, the held-out loss, the
+    # saved copy lm-eval would load.
+    record, run_dir = run_ll("scale.n_train=8", "scale.n_heldout=4", "scale.batch_size=4",
+                             "scale.epochs=1", "scale.max_len=96", optim="solo_4_2bit",
+                             scale="medium")
     assert record["time"]["steps"] == 2 and record["memory"]["params"] == 134_515_008
-    assert 0 <= record["metrics"]["heldout_acc"] <= 100 and record["metrics"]["mmlu"] is None
-    assert record["metrics"]["heldout_loss"] > 0
+    assert 0 < record["metrics"]["heldout_loss"] < 10 and "heldout_acc" not in record["metrics"]
     saved = json.loads((run_dir / "model" / "config.json").read_text())
     assert saved["model_type"] == "llama" and "quantization_config" not in saved
     assert (run_dir / "model" / "tokenizer_config.json").exists()
