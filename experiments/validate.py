@@ -144,8 +144,6 @@ TASK_RULES = {
     "llama": {"scale.epochs": (INT_GE0[0], "an integer >= 0 (0: evaluate the pretrained "
                                            "model)")},
 }
-# Training examples of the fixed data sets whose size the recipe does not state.
-TRAIN_EXAMPLES = {("swin", "mnist_5k"): 4000}
 _ABSENT = object()
 
 
@@ -197,7 +195,8 @@ def _check_batch(cfg) -> None:
         raise ConfigError(f"{micro_key}={micro} does not divide a rank's share of the global "
                           f"batch ({key}={batch} / {world} ranks = {share}): use a divisor of "
                           f"{share}")
-    n = hp.get("n_train") or TRAIN_EXAMPLES.get((cfg.task.name, hp.get("data")))
+    # n_train: a size the recipe chooses; train_examples: one its fixed data set imposes
+    n = hp.get("n_train") or hp.get("train_examples")
     if key == "scale.batch_size" and n and batch > n:
         raise ConfigError(f"{key}={batch} is more than the {n} training examples of "
                           f"scale={hp.name} (not one step per epoch): use at most {n}")

@@ -126,15 +126,21 @@ def with_block(text: str, block: str) -> str:
 
 
 def write_recipes(rows, recipe_dir) -> list[Path]:
-    """Put each setting's block into conf/recipe/<task>_<scale>.yaml; the files changed."""
+    """Put each setting's block into conf/recipe/<task>_<scale>.yaml; the files changed. A
+    recipe that has a block but no 32-bit records any more (they were superseded) says so,
+    rather than keep numbers of records that are gone."""
     changed = []
-    for key in dict.fromkeys(r["key"] for r in rows):
-        mine = [r for r in rows if r["key"] == key]
-        path = Path(recipe_dir) / f"{mine[0]['task']}_{mine[0]['scale']}.yaml"
-        if not path.exists():
-            continue
+    mine = {}
+    for r in rows:
+        mine.setdefault(Path(recipe_dir) / f"{r['task']}_{r['scale']}.yaml", []).append(r)
+    for path in sorted(Path(recipe_dir).glob("*.yaml")):
         text = path.read_text()
-        new = with_block(text, recipe_block(mine))
+        if path not in mine and BEGIN not in text:
+            continue
+        block = recipe_block(mine[path]) if path in mine else "\n".join([
+            BEGIN, f"# No committed records of 32-bit AdamW ({BASELINE}) for this recipe yet.",
+            END]) + "\n"
+        new = with_block(text, block)
         if new != text:
             path.write_text(new)
             changed.append(path)

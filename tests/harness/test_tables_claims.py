@@ -23,8 +23,8 @@ from solo import presets
 # Columns of a claims.md row.
 TASK, METRIC, MARGIN, BETA1, BASE, COMP, PAIRS, DIFF, TOST, VERDICT, HARDWARE = range(11)
 # What a record has that is not a quality metric (no margin needed).
-NOT_QUALITY = {"train_loss", "copy_bleu", "bleu_sentences", "heldout_chance", "mmlu_n",
-               "best_step"}
+NOT_QUALITY = {"train_loss", "copy_bleu", "bleu_sentences", "heldout_chance", "best_step",
+               *(f"{k}_n" for k in ("mmlu", "arc_e", "arc_c", "obqa", "siqa"))}
 
 
 def rows(text, claim, compared):
@@ -49,14 +49,14 @@ def test_claims_file_is_pre_registered_with_fixed_margins():
     text = claims_spec.CLAIMS_FILE.read_text()
     assert "fixed on 2026-12-02, after the runs committed by then and before their" in text
     spec = claims_spec.load_spec()
-    assert spec.fixed_on == "2026-12-02"
+    assert spec.fixed_on.startswith("2026-12-02") and "2026-12-03" in spec.fixed_on
     assert [c.id for c in spec.claims] == ["a", "b", "c", "d", "e", "f", "baselines"]
     for claim in spec.claims:
         for cell in claim.cells:
             for m in cell.setting.metrics:
                 assert m.margin > 0 and m.reason and m.better in ("higher", "lower"), m
     (f,) = [c for c in spec.claims if c.id == "f"]
-    assert [c.task for c in f.cells] == ["swin", "transformer", "dcn"]
+    assert [c.task for c in f.cells] == ["swin", "transformer", "dcn", "llama"]
     # the baseline runs at the beta1 SOLO's rule gives the compared preset
     for comparison in f.comparisons:
         beta = presets.default_beta1(comparison.compared)
@@ -175,7 +175,13 @@ def test_a_variant_cell_reads_its_override_folder_and_a_baseline_variant_its_own
         write(records, record("small", "swin", "adamw32", seed, dict(top1=90.0 + seed),
                               "beta1=0.818", config={"beta1": 0.818}))
         write(records, record("small", "swin", "solo_4_2bit", seed, dict(top1=90.1 + seed)))
-    text = generate(tmp_path, records=records)["claims.md"]
+    # the shipped claims name no variant cell: one added to a copy, with its margin set
+    spec = yaml.safe_load(claims_spec.CLAIMS_FILE.read_text())
+    for variant in ("epochs=10", hard):
+        spec["settings"][f"small/swin/{variant}"] = spec["settings"]["small/swin"]
+        spec["claims"][2]["cells"].append({"scale": "small", "task": "swin", "variant": variant})
+    (tmp_path / "claims.yaml").write_text(yaml.safe_dump(spec))
+    text = generate(tmp_path, records=records, claims=tmp_path / "claims.yaml")["claims.md"]
     c = rows(text, "(c)", "adamw4bit")
     assert c[f"swin (small, {hard})", "top1"][BASE].startswith("33.50 ± 0.71 (n=2)")
     assert c[f"swin (small, {hard})", "top1"][VERDICT] == "**worse**"
@@ -211,8 +217,8 @@ def test_a_claim_with_its_own_baseline_compares_with_that_baseline_only(tmp_path
     assert "### SOLO 4/2-bit AdaBelief (`adabelief_solo_4_2bit`) against 32-bit AdaBelief " \
            "(`adabelief32`)" in text
     e = rows(text, "(e)", "adabelief_solo_4_2bit")
-    assert e["llama (medium)", "heldout_acc"][BASE].startswith("91.00 ± 1.41 (n=2)")
-    assert e["llama (medium)", "mmlu"][VERDICT] == "**better**"  # +1.00 exactly, margin 0.18
+    assert e["llama (medium)", "arc_e"][BASE].startswith("91.00 ± 1.41 (n=2)")
+    assert e["llama (medium)", "mmlu"][VERDICT] == "**better**"  # +1.00 exactly, margin 0.67
     assert rows(text, "(a)", "solo_4_2bit")["llama (medium)", "—"][BASE] == "2 seeds"
 
 
