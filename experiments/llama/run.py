@@ -25,8 +25,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from experiments import optimizers, training
-from experiments import ranks
+from experiments import optimizers, ranks, training
 from experiments.llama import benchmarks, data
 from experiments.llama import model as llama_model
 from experiments.llama.evaluate import (

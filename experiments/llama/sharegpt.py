@@ -95,8 +95,8 @@ def extract(src: Path, dest: Path) -> dict:
     a temporary file renamed); returns counts for the log."""
     text = Path(src).read_text(encoding="utf-8")
     n, end, turns = 0, 0, []
-    for record, end in records(text):
-        n += 1
+    for record, stop in records(text):
+        n, end = n + 1, stop  # where the last whole record stops
         turns.append(first_turn(record))
     pairs = clean(turns)
     dest = Path(dest)

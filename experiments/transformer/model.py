@@ -100,8 +100,8 @@ class IncrementalDecoder:
 
     def __init__(self, model: Seq2Seq, memory, src_pad):
         self.model, self.layers = model, model.decoder.layers
-        self.memory = [(_project(l.multihead_attn, memory, 1),
-                        _project(l.multihead_attn, memory, 2)) for l in self.layers]
+        self.memory = [(_project(layer.multihead_attn, memory, 1),
+                        _project(layer.multihead_attn, memory, 2)) for layer in self.layers]
         self.memory_mask = ~src_pad[:, None, None, :]  # SDPA's bool mask: True = may attend
         self.cache: list[tuple] = [()] * len(self.layers)
         self.pad = src_pad.new_zeros(src_pad.size(0), 0)  # True where a prefix token is PAD

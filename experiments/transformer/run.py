@@ -17,8 +17,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from experiments import optimizers, training
-from experiments import ranks
+from experiments import optimizers, ranks, training
 from experiments.scaffold import Run, now
 from experiments.transformer import data
 from experiments.transformer.evaluate import bleu, valid_loss

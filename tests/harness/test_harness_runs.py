@@ -10,7 +10,7 @@ import pytest
 import torch
 from harness_utils import SOLO_OPTIM, run_py
 
-from experiments import checkpoint, errors, records
+from experiments import checkpoint, errors
 from experiments.swin import data as swin_data
 
 RECORD_KEYS = {"task", "optim", "scale", "seed", "variant", "metrics", "memory", "time", "provenance",
