@@ -271,7 +271,8 @@ CLAIM_COLUMNS = [
 # Layouts of the tables of scripts/memory_table.py and scripts/e2e_table.py, which compute the
 # rows (dicts) and render them with md_columns. Headers may hold {placeholders} it fills.
 
-# One row per preset: {preset, n_params, bytes, paper_gb (as printed, "" if none)}.
+# One row per preset: {preset, n_params (trainable), bytes, paper_gb (as printed, "" if none)};
+# the LLaMA-7B and the LLaVA-1.5-7B tables both use it.
 LLAMA7B_MEMORY_COLUMNS = [
     ("preset", lambda r: r["preset"]),
     ("bits/param (m+v)", lambda r: f"{8 * r['bytes'] / r['n_params']:.3f}"),

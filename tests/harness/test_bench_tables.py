@@ -1,5 +1,6 @@
-"""The e2e and LLaMA-7B memory tables: same renderer and layouts as make_tables, same records
-reader; regenerating them from the committed inputs gives the committed files."""
+"""The e2e and the LLaMA-7B / LLaVA-1.5-7B memory tables: same renderer and layouts as
+make_tables, same records reader; regenerating them from the committed inputs gives the
+committed files."""
 
 import json
 import shutil
@@ -9,7 +10,7 @@ import sys
 import pytest
 from harness_utils import ROOT
 
-from scripts import e2e_table, table_layouts, table_render
+from scripts import e2e_table, memory_table, table_layouts, table_render
 
 E2E = ROOT / "results" / "bench" / "e2e"
 
@@ -51,11 +52,27 @@ def test_llama7b_memory_layout():
         "| solo_3bit | 4.000 | 536,870,912 | 0.50 | — |  |"]
 
 
+def test_llava_trains_the_language_model_and_projector_only():
+    model = memory_table.build("llava15_7b")
+    d, ff, layers, vocab = 4096, 11008, 32, 32000
+    # LLaMA-2-7B shape: embeddings + lm_head, per layer q/k/v/o, gate/up/down, two RMSNorms;
+    # final norm. Projector: Linear(1024, 4096) + GELU + Linear(4096, 4096), with biases.
+    language_model = 2 * vocab * d + layers * (4 * d * d + 3 * d * ff + 2 * d) + d
+    projector = 1024 * d + d + d * d + d
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == (
+        language_model + projector) == 6_759_395_328
+    assert trainable and not any("vision_tower" in n for n in trainable)
+    assert any("multi_modal_projector" in n for n in trainable)
+    assert sum(p.numel() for p in model.parameters() if not p.requires_grad) == 303_507_456
+
+
 @pytest.mark.slow
-def test_llama7b_memory_table_is_the_committed_one(tmp_path):
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "memory_table.py"), "--out",
-                          str(tmp_path / "llama7b.md")], capture_output=True, text=True, cwd=ROOT,
-                         timeout=300)
+@pytest.mark.parametrize("model", ["llama7b", "llava15_7b"])
+def test_memory_table_is_the_committed_one(tmp_path, model):
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "memory_table.py"), "--models",
+                          model, "--out-dir", str(tmp_path)], capture_output=True, text=True,
+                         cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert (tmp_path / "llama7b.md").read_text() == (
-        ROOT / "results" / "memory" / "llama7b.md").read_text()
+    assert (tmp_path / f"{model}.md").read_text() == (
+        ROOT / "results" / "memory" / f"{model}.md").read_text()
