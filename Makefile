@@ -13,7 +13,7 @@ TASK ?= swin
 OPTIM ?= solo_4_2bit
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-fast test-cluster test-quality test-all lm-eval-data submit sweep-status tables figures docs bench bench-cpu bench-gpu bench-e2e solow lint clean
+.PHONY: help setup run test test-fast test-cluster test-quality test-all lm-eval-data submit sweep-status tables figures docs bench bench-cpu bench-gpu bench-e2e solow lint clean memory
 
 # Target names may hold digits (bench-e2e); tests/test_docs.py checks every target is listed.
 help: ## list the targets
@@ -93,6 +93,9 @@ sweep-status: setup ## done / running / failed per cell: make sweep-status SWEEP
 
 tables: setup ## regenerate results/tables/ from the run records
 	$(PY) scripts/make_tables.py
+
+memory: setup ## optimizer-state memory of LLaMA-7B (Table 2a) and LLaVA-1.5-7B (Table 2b) from meta-device models -> results/memory/
+	$(PY) scripts/memory_table.py
 
 figures: setup ## regenerate results/figures/
 	$(PY) scripts/make_figures.py
