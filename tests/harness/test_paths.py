@@ -163,12 +163,16 @@ def test_every_committed_record_and_crash_note_sits_where_the_rule_puts_it():
     assert not wrong, "\n".join(wrong)
 
 
+# DCN's ablation records are committed; Swin's were made on MNIST and are superseded, so its
+# cells are to run again.
 @pytest.mark.parametrize("sweep, crashed", [("ablation_quantile", 0), ("ablation_beta1", 0),
-                                            ("ablation_block", 4)])
+                                            ("ablation_block", 2)])
 def test_the_ablation_sweeps_find_their_committed_cells(sweep, crashed, tmp_path, monkeypatch):
     monkeypatch.delenv("SOLO_RECORDS_DIR", raising=False)
     monkeypatch.setenv("SOLO_OUTPUTS_DIR", str(tmp_path / "outputs"))
-    rows = submit.status(submit.load_sweep(sweep), "small")
+    rows = [r for r in submit.status(submit.load_sweep(sweep), "small")
+            if "/small/dcn/" in str(r["record"])]
+    assert len(rows) in (10, 6)
     states = [r["state"] for r in rows]
     assert states.count("crashed") == crashed
     assert states.count("done") == len(rows) - crashed, [
@@ -189,8 +193,8 @@ def test_the_ablation_figure_reads_every_cell_of_the_sweeps():
 
     rows = figures_runs._ablation_rows()
     per = {name: [r for r in rows if r[0] == name] for name in figures_runs.ABLATIONS}
-    assert [len(per[n]) for n in ("quantile", "beta1", "block")] == [20, 20, 12]
+    assert [len(per[n]) for n in ("quantile", "beta1", "block")] == [10, 10, 6]  # DCN's
     assert sorted({r[3] for r in per["block"]}) == ["128/de", "128/linear", "128/log",
                                                     "2048/de", "2048/linear", "2048/log"]
     assert sorted({r[3] for r in per["quantile"]}) == ["0.01", "0.05", "0.1", "0.3", "0.5"]
-    assert [r[3] for r in rows if r[5] == "crash"] == ["128/de", "2048/de"] * 2
+    assert [r[3] for r in rows if r[5] == "crash"] == ["128/de", "2048/de"]

@@ -23,9 +23,11 @@ def _record():
 
 def test_every_committed_record_and_crash_note_loads():
     # The tables' source: results/runs (cells, ablation variants, crash notes) and the e2e runs.
-    runs = records.load_records(ROOT / "results" / "runs", variants=True, crash_notes=True)
-    assert len(runs) >= 80 and sum("crashed_at_step" in r for r in runs) >= 4
-    assert sum(r["variant"] is not None for r in runs) >= 40
+    root = ROOT / "results" / "runs"
+    runs = records.load_records(root, variants=True, crash_notes=True)
+    assert len(runs) == len(list(root.glob("**/*seed*.json"))) >= 60
+    assert sum("crashed_at_step" in r for r in runs) >= 2
+    assert sum(r["variant"] is not None for r in runs) >= 20
     for folder in sorted((ROOT / "results" / "bench" / "e2e").glob("rep*")):
         assert len(records.load_records(folder)) >= 2
 
