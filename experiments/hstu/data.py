@@ -16,7 +16,7 @@ target and the items before it as the history (at most ``max_len``, the most rec
 import numpy as np
 import torch
 
-from experiments import batching
+from experiments import batching, ranks
 from experiments.datacheck import require_rows
 from experiments.training import epoch_order
 
@@ -100,15 +100,21 @@ def eval_inputs(batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return inputs, ts, target
 
 
-def load(cfg, hp) -> tuple[dict, dict, dict, int]:
-    """(train, val, test windows, number of items) for the recipe's data."""
+def load(cfg, hp, rank: int = 0, world: int = 1) -> tuple[dict, dict, dict, int]:
+    """(train, val, test windows, number of items) for the recipe's data. Rank 0 parses the
+    ratings into their cache (seconds) while the others wait, then read it: no two ranks
+    write the cache at once."""
     if hp.data == "synthetic":
         seqs = synthetic(hp.n_train, hp.n_items, tuple(hp.seq_len))
         where = "scale.n_train"
     else:
         from experiments.hstu.movielens import load_ml1m, ratings_file
 
+        if rank != 0:
+            ranks.wait_for_rank0(world)  # until rank 0 has built the cache
         seqs = load_ml1m(cfg.task.data_dir, cfg.task.get("cache_dir"))
+        if rank == 0:
+            ranks.wait_for_rank0(world)
         where = ratings_file(cfg.task.data_dir)
     train, val, test = split(seqs, hp.max_len, hp.get("train_on_val", False))
     require_rows(len(train["lengths"]), hp.batch_size, "users", where)

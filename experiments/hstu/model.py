@@ -1,6 +1,6 @@
 """HSTU, the Hierarchical Sequential Transduction Unit (Zhai et al., "Actions Speak Louder
 than Words: Trillion-Parameter Sequential Transducers for Generative Recommendations", ICML
-2024, arXiv 2402.17152), section 3.1 (eqs. 1-3) and the sequential-recommendation setting of
+2024, arXiv 2402.17152), section 3 (eqs. 1-3) and the traditional sequential setting of
 section 4.1.1, written here from the paper and from reading the authors' research code,
 https://github.com/facebookresearch/generative-recommenders at commit
 2e81fab69a497fb5e24cd23569adf1e78070e4ec (generative_recommenders/research/modeling/sequential/

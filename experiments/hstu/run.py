@@ -18,7 +18,7 @@ import logging
 import torch
 from omegaconf import DictConfig
 
-from experiments import optimizers, ranks, training
+from experiments import optimizers, training
 from experiments.hstu import data
 from experiments.hstu.evaluate import evaluate
 from experiments.hstu.model import HSTU, sampled_softmax
@@ -34,13 +34,7 @@ def main(cfg: DictConfig) -> dict | None:
             return run.finished
         device, rank, world = run.device, run.rank, run.world
         plan = run.plan_batch(hp.batch_size, hp.get("micro_batch_size"))
-        # Rank 0 parses the ratings into their cache (seconds), the others then read it: no
-        # rank writes the cache concurrently.
-        if rank != 0:
-            ranks.wait_for_rank0(world)
-        train, val, test, n_items = data.load(cfg, hp)
-        if rank == 0:
-            ranks.wait_for_rank0(world)
+        train, val, test, n_items = data.load(cfg, hp, rank, world)
         steps_per_epoch = len(train["lengths"]) // hp.batch_size
         total = hp.epochs * steps_per_epoch
         log.info("hstu %s: %d users, %d items, %d training targets, %d steps", hp.data,
