@@ -10,7 +10,9 @@ A *window* is one row of fixed width ``max_len + 1``: up to ``max_len + 1`` cons
 of a user, left-aligned (position 0 = the oldest kept), 0 to the right, with their timestamps
 and its length. Training reads every item of a row but the last as an input and every item but
 the first as the target of the position before it; evaluation reads the row's last item as the
-target and the items before it as the history (at most ``max_len``, the most recent).
+target and the items before it as the history (at most ``max_len``, the most recent). As in the
+authors' code, one window per user trains (its most recent training items): older items are
+never read.
 """
 
 import numpy as np
