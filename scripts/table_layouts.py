@@ -62,6 +62,10 @@ TABLE1 = {
         dict(
             header="DCN LogLoss", task="dcn", paper="dcn_logloss", get=metric("logloss"), decimals=5
         ),
+        # HSTU-L on MovieLens-1M: test HR@10 and NDCG@10, percent (conf/recipe/hstu_paper.yaml).
+        dict(header="HSTU-L HR@10", task="hstu", paper="hstu_hr", get=metric("hr"), decimals=2),
+        dict(header="HSTU-L NDCG@10", task="hstu", paper="hstu_ndcg", get=metric("ndcg"),
+             decimals=2),
     ],
 }
 
