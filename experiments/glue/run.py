@@ -75,7 +75,10 @@ def resumed_step(run: Run) -> int:
     path = run.dir / "ckpt.pt"
     if run.cfg.resume != "auto" or not path.exists():
         return 0
-    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["step"])
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["step"])
+    except Exception:  # damaged: attach() loads it again and names the file and the fix
+        return 0
 
 
 def start_task(cfg, plan: Plan, k: int, tokenizer, run: Run):

@@ -64,7 +64,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(run_glue, stop):
     a, b = history(straight_dir), history(resumed_dir)
     assert [a[s]["loss"] for s in range(1, n + 1)] == [b[s]["loss"] for s in range(1, n + 1)]
     assert params_hash(straight_dir / "ckpt.pt") == params_hash(resumed_dir / "ckpt.pt")
-    assert {k: v for k, v in straight["metrics"].items()} == resumed["metrics"]
+    assert straight["metrics"] == resumed["metrics"]
 
 
 def test_nonfinite_loss_stops_with_a_crash_checkpoint(run_glue, tmp_path):
@@ -76,8 +76,8 @@ def test_nonfinite_loss_stops_with_a_crash_checkpoint(run_glue, tmp_path):
 
 
 def test_an_unknown_task_setting_is_refused(run_glue):
-    with pytest.raises(errors.ConfigError, match="scale.tasks.syn_cls.lrr"):
-        run_glue("+scale.tasks.syn_cls.lrr=1")
+    with pytest.raises(errors.ConfigError, match="scale.tasks.syn_reg.lrr"):
+        run_glue("+scale.tasks.syn_reg.lrr=1")
 
 
 # ---------------------------------------------------------------- GLUE's formats
