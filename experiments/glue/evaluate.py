@@ -48,7 +48,12 @@ def correlations(pred, gold) -> tuple[float, float]:
 
 
 def score(metric: str, pred, gold, name: str) -> dict:
-    """{name: the task's GLUE number, plus its components}, percent."""
+    """{name: the task's GLUE number, plus its components}, percent, as Python floats (they
+    go into checkpoints, which hold no numpy scalars)."""
+    return {k: float(v) for k, v in _score(metric, pred, gold, name).items()}
+
+
+def _score(metric: str, pred, gold, name: str) -> dict:
     if metric == "acc":
         return {name: accuracy(pred, gold)}
     if metric == "mcc":
