@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import optimizers, training
+from experiments import batching, optimizers, training
 from experiments.errors import ConfigError
 from experiments.glue import data
 from experiments.glue import model as glue_model
@@ -120,6 +120,10 @@ def main(cfg: DictConfig) -> dict | None:
         device, rank, world = run.device, run.rank, run.world
         tokenizer, pad_id = glue_model.tokenizer(cfg, hp)
         plan = Plan(cfg)
+        for n in plan.names:  # every task's batch must split over the ranks: refuse it now,
+            micro = hp.get("micro_batch_size")  # not after the tasks before it have trained
+            batching.plan(plan.settings[n]["batch_size"], world, micro and int(micro),
+                          key=f"scale.tasks.{n}.batch_size")
         k = plan.task_at(resumed_step(run))
         raw, optimizer, scheduler, metric, (train, dev) = start_task(cfg, plan, k, tokenizer, run)
         amp = training.autocast(device, hp.get("amp", False))
