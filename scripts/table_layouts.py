@@ -58,6 +58,13 @@ TABLE1 = {
             get=metric("bleu"),
             decimals=2,
         ),
+        dict(
+            header="RoBERTa-L GLUE avg",
+            task="glue",
+            paper="roberta_glue_avg",
+            get=metric("glue_avg"),
+            decimals=2,
+        ),
         dict(header="DCN AUC", task="dcn", paper="dcn_auc", get=metric("auc"), decimals=2),
         dict(
             header="DCN LogLoss", task="dcn", paper="dcn_logloss", get=metric("logloss"), decimals=5
