@@ -12,7 +12,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CLAIMS_FILE = ROOT / "conf" / "claims.yaml"
-TESTS = ("equivalence", "crash")
+TESTS = ("equivalence", "crash", "degradation")
 
 
 class ClaimsError(ValueError):

@@ -25,8 +25,10 @@ README_BEGIN, README_END = "<!-- claims:begin -->", "<!-- claims:end -->"
 CLAIMS_PATH = "conf/claims.yaml"
 ORDER = ("equivalent", "better", "worse", "inconclusive", "crashed", "n<2")
 # Which verdicts support / contradict a claim, per test (conf/claims.yaml's header).
-HOLDS = {"equivalence": ("equivalent", "better"), "crash": ("worse",)}
-FAILS = {"equivalence": ("worse",), "crash": ("equivalent", "better")}
+# "degradation" is judged as "crash": the compared side must be worse (or crash more seeds).
+HOLDS = {"equivalence": ("equivalent", "better"), "crash": ("worse",), "degradation": ("worse",)}
+FAILS = {"equivalence": ("worse",), "crash": ("equivalent", "better"),
+         "degradation": ("equivalent", "better")}
 
 INTRO = """\
 Each claim, its runs and its equivalence margins are pre-registered in {spec} (margins fixed on \
@@ -44,8 +46,8 @@ the margin on that side; lower is better for losses), **inconclusive** (CI overl
 edge), **crashed** (seeds whose loss became NaN/inf, crash notes, or that fell under the task's \
 divergence floor, counted per side), **n<2** (fewer than 2 pairs). An equivalence claim holds \
 on a metric that is equivalent or better and fails on one that is worse or where the compared \
-side crashed more seeds; a crash claim holds on a metric that is worse or where the compared \
-side crashed more seeds, and fails on one that is equivalent or better. β1: the beta1 each side \
+side crashed more seeds; a crash (or degradation) claim holds on a metric that is worse or where \
+the compared side crashed more seeds, and fails on one that is equivalent or better. β1: the beta1 each side \
 ran with; "differ" flags rows comparing different beta1."""
 
 
@@ -104,7 +106,7 @@ def outcome(test, cmp):
     """holds / fails / open: what the verdict says about the claim (HOLDS, FAILS)."""
     if cmp.verdict == "crashed":
         more = cmp.crashed[1] > cmp.crashed[0]
-        return ("holds" if test == "crash" else "fails") if more else "open"
+        return ("fails" if test == "equivalence" else "holds") if more else "open"
     return "holds" if cmp.verdict in HOLDS[test] else "fails" if cmp.verdict in FAILS[test] \
         else "open"
 

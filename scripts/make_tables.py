@@ -261,9 +261,12 @@ def main(argv=None):
     parser.add_argument("--readme", default="README.md",
                         help="file whose claims markers get the summary block ('' for none)")
     parser.add_argument("--claims", default=str(CLAIMS_FILE), help="the pre-registered claims")
-    parser.add_argument("--recipes", default="conf/recipe",
-                        help="recipes to get the headroom blocks ('' for none)")
+    parser.add_argument("--recipes", default=None,
+                        help="recipes to get the headroom blocks ('' for none; default: "
+                             "conf/recipe when --records is the committed results/runs)")
     args = parser.parse_args(argv)
+    if args.recipes is None:  # the recipes state the committed records' headroom, no other's
+        args.recipes = "conf/recipe" if args.records == "results/runs" else ""
     try:
         texts = make_tables(args.records, args.paper, args.out, readme=args.readme or None,
                             claims=args.claims, recipes=args.recipes or None)

@@ -50,7 +50,7 @@ def test_claims_file_is_pre_registered_with_fixed_margins():
     assert "fixed on 2026-12-02, after the runs committed by then and before their" in text
     spec = claims_spec.load_spec()
     assert spec.fixed_on.startswith("2026-12-02") and "2026-12-03" in spec.fixed_on
-    assert [c.id for c in spec.claims] == ["a", "b", "c", "d", "e", "f", "baselines"]
+    assert [c.id for c in spec.claims] == ["a", "b", "c", "d", "e", "f", "g", "baselines"]
     for claim in spec.claims:
         for cell in claim.cells:
             for m in cell.setting.metrics:
@@ -83,7 +83,7 @@ def test_every_quality_metric_the_committed_records_have_has_a_margin():
      "better must be higher or lower"),
     (lambda c: c["claims"][0]["comparisons"][0].update(compared="solo_9bit"),
      "claims[0].comparisons[0].compared: unknown optimizer 'solo_9bit'"),
-    (lambda c: c["claims"][3]["cells"][0].update(task="hstu"), "no margin set 'small/hstu'"),
+    (lambda c: c["claims"][3]["cells"][0].update(task="llama"), "no margin set 'small/llama'"),
     (lambda c: c["settings"]["small/dcn"]["metrics"]["auc"].pop("reason"), "missing key 'reason'"),
 ])
 def test_a_bad_claims_file_is_refused_naming_the_key(tmp_path, capsys, edit, message):
@@ -159,7 +159,8 @@ def test_claims_count_diverged_and_crashed_seeds(claims):
 def test_summary_line_per_comparison(claims):
     assert summary(claims, "(b)", "solo_2bit") == (
         "equivalent on 0 of 2 metrics, worse on dcn auc, inconclusive on dcn logloss, "
-        "no records on swin (small), transformer (small), llama (medium), "
+        "no records on swin (small), transformer (small), glue (small), hstu (small), "
+        "llama (medium), "
         "margin below the 5-seed MDD on 1; the claim holds on 0, fails on 1, open on 1")
     assert summary(claims, "(a)", "solo_4_2bit").startswith(
         "equivalent on 2 of 4 metrics, n<2 on swin top1, swin top5, no records on")
@@ -306,3 +307,16 @@ def test_no_table_script_keeps_the_seed_spread_rule():
                  ROOT / "README.md"]:
         text = path.read_text()
         assert "seed spread" not in text and "std_a + std_b" not in text, path
+
+
+def test_a_degradation_claim_is_judged_as_a_crash_claim():
+    from types import SimpleNamespace
+
+    for verdict, holds in (("worse", "holds"), ("equivalent", "fails"), ("better", "fails"),
+                           ("inconclusive", "open")):
+        cmp = SimpleNamespace(verdict=verdict, crashed=(0, 0))
+        assert claims_table.outcome("degradation", cmp) == claims_table.outcome("crash", cmp) \
+            == holds
+    more = SimpleNamespace(verdict="crashed", crashed=(0, 2))
+    assert claims_table.outcome("degradation", more) == "holds"
+    assert claims_table.outcome("equivalence", more) == "fails"
