@@ -5,31 +5,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from harness_utils import SOLO_OPTIM
+from harness_utils import in_process
 from test_harness_runs import RECORD_KEYS, history, params_hash
 
 from experiments import checkpoint, errors
-from experiments.config import compose
 from experiments.dcn import data as recsys_data
 from experiments.dcn import model as dcn_model
-from experiments.dcn import run as dcn_run
 
 
 @pytest.fixture
 def run_dcn(tmp_path):
     """Run the dcn runner in-process at smoke scale; returns (record or None, run_dir)."""
-
-    def go(*overrides, run_dir="run", records="records", optim=SOLO_OPTIM, scale="smoke"):
-        from omegaconf import open_dict
-
-        cfg = compose(["task=dcn", f"scale={scale}", f"optim={optim}", "logger=none",
-                       *overrides])
-        with open_dict(cfg):
-            cfg.run_dir = str(tmp_path / run_dir)
-            cfg.records_dir = str(tmp_path / records)
-        return dcn_run.main(cfg), Path(cfg.run_dir)
-
-    return go
+    return in_process("dcn", tmp_path)
 
 
 def test_cross_layer_matches_the_formula_on_a_hand_example():

@@ -9,30 +9,17 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from harness_utils import SOLO_OPTIM
+from harness_utils import in_process
 from test_harness_runs import RECORD_KEYS, history, params_hash
 
 from experiments import checkpoint, errors
-from experiments.config import compose
 from experiments.glue import evaluate, small, tasks
-from experiments.glue import run as glue_run
 
 
 @pytest.fixture
 def run_glue(tmp_path):
     """Run the glue runner in-process; returns (record or None, run_dir)."""
-
-    def go(*overrides, run_dir="run", records="records", optim=SOLO_OPTIM, scale="smoke"):
-        from omegaconf import open_dict
-
-        cfg = compose(["task=glue", f"scale={scale}", f"optim={optim}", "logger=none",
-                       *overrides])
-        with open_dict(cfg):
-            cfg.run_dir = str(tmp_path / run_dir)
-            cfg.records_dir = str(tmp_path / records)
-        return glue_run.main(cfg), Path(cfg.run_dir)
-
-    return go
+    return in_process("glue", tmp_path)
 
 
 def test_smoke_run_records_every_task_and_their_average(run_glue, tmp_path):

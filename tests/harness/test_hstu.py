@@ -13,34 +13,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from harness_utils import SOLO_OPTIM
+from harness_utils import in_process
 from test_harness_runs import RECORD_KEYS, history, params_hash
 
 from experiments import checkpoint, errors
-from experiments.config import compose
 from experiments.datacheck import BadData
 from experiments.hstu import data as hstu_data
 from experiments.hstu import evaluate as hstu_eval
 from experiments.hstu import model as hstu_model
 from experiments.hstu import movielens
-from experiments.hstu import run as hstu_run
 
 
 @pytest.fixture
 def run_hstu(tmp_path, one_thread):
     """Run the hstu runner in-process at smoke scale; returns (record or None, run_dir)."""
-
-    def go(*overrides, run_dir="run", records="records", optim=SOLO_OPTIM, scale="smoke"):
-        from omegaconf import open_dict
-
-        cfg = compose(["task=hstu", f"scale={scale}", f"optim={optim}", "logger=none",
-                       *overrides])
-        with open_dict(cfg):
-            cfg.run_dir = str(tmp_path / run_dir)
-            cfg.records_dir = str(tmp_path / records)
-        return hstu_run.main(cfg), Path(cfg.run_dir)
-
-    return go
+    return in_process("hstu", tmp_path)
 
 
 def test_smoke_run_writes_a_record_and_learns_the_planted_walk(run_hstu, tmp_path):
