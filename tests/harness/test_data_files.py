@@ -5,6 +5,7 @@ the MNIST file and the CIFAR-10 cache (swin); and the CIFAR-10 fetch script on a
 bigbench sdist."""
 
 import base64
+import hashlib
 import io
 import json
 import os
@@ -265,17 +266,17 @@ def mini_bigbench_sdist(path: Path, per_class: int = 2):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    return images.transpose(0, 3, 1, 2), labels
+    return images.transpose(0, 3, 1, 2), labels, hashlib.sha256(task).hexdigest()
 
 
 def test_get_cifar10_decodes_the_sdist_task_into_the_cache(tmp_path):
     import numpy as np
 
-    images, labels = mini_bigbench_sdist(tmp_path / "bigbench-1.0.0.tar.gz")
+    images, labels, digest = mini_bigbench_sdist(tmp_path / "bigbench-1.0.0.tar.gz")
     dest = tmp_path / "cache" / "cifar10_test.npz"
     script = Path(__file__).resolve().parents[2] / "scripts" / "get_cifar10.sh"
     env = {**os.environ, "BIGBENCH_SDIST": str(tmp_path / "bigbench-1.0.0.tar.gz"),
-           "PY": sys.executable}
+           "PY": sys.executable, "CIFAR10_TASK_SHA256": digest}
     out = subprocess.run([str(script), str(dest)], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     with np.load(dest) as f:
@@ -285,3 +286,15 @@ def test_get_cifar10_decodes_the_sdist_task_into_the_cache(tmp_path):
     assert not list(dest.parent.glob("*.tmp"))
     again = subprocess.run([str(script), str(dest)], env=env, capture_output=True, text=True)
     assert again.returncode == 0 and "already present" in again.stdout
+
+
+def test_get_cifar10_refuses_a_task_file_whose_digest_differs(tmp_path):
+    mini_bigbench_sdist(tmp_path / "bigbench-1.0.0.tar.gz")  # not the real file: default digest
+    dest = tmp_path / "cache" / "cifar10_test.npz"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "get_cifar10.sh"
+    env = {**os.environ, "BIGBENCH_SDIST": str(tmp_path / "bigbench-1.0.0.tar.gz"),
+           "PY": sys.executable}
+    env.pop("CIFAR10_TASK_SHA256", None)
+    out = subprocess.run([str(script), str(dest)], env=env, capture_output=True, text=True)
+    assert out.returncode != 0 and "sha256" in out.stderr and "expected 226298" in out.stderr
+    assert not dest.exists() and not list(dest.parent.glob("*"))
