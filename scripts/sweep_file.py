@@ -177,6 +177,12 @@ def resources(sweep: dict, scale: str, task: str) -> dict:
     return {**(per_scale.get("default") or {}), **(per_scale.get(task) or {})}
 
 
+#: Environment of every sweep run unless the caller's sets it: PyTorch then backs CPU tensors of
+#: 2 MB and more with transparent huge pages, which cuts the page faults of the large per-step
+#: temporaries (measured: the system time of a small HSTU run from 13.5 s to 5.3 s, of a
+#: Transformer one from 8.3 s to 2.4 s; user time and every metric unchanged; docs/speed.md).
+THP_ENV = {"THP_MEM_ALLOC_ENABLE": "1"}
+
 #: The batch script of one array job: each array task runs one manifest line.
 ARRAY_SCRIPT = """#!/bin/bash
 #SBATCH --job-name={job_name}
@@ -194,7 +200,7 @@ mkdir -p "$run_dir"
 rm -f "$run_dir/exit_code"
 log="$run_dir/slurm-${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}.log"
 echo "[$(date -Is)] job $SLURM_JOB_ID start (restart ${{SLURM_RESTART_COUNT:-0}}) on $(hostname): $cmd" >> "$log"
-export PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1 THP_MEM_ALLOC_ENABLE=${{THP_MEM_ALLOC_ENABLE:-1}}
 eval "exec $cmd" >> "$log" 2>&1 &
 child=$!
 # Slurm signals the batch shell (B:USR2, requeue/preemption TERM): pass them on to the run.

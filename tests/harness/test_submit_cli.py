@@ -125,3 +125,33 @@ def test_ctrl_c_in_local_starts_no_further_cell(box, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("interrupted: ") and "same command" in err[-1]
     assert sbatch_calls(box) == []
+
+
+@pytest.mark.parametrize("caller", [None, "0"])
+def test_runs_get_huge_pages_unless_the_caller_says(box, monkeypatch, caller):
+    """Local cells and Slurm array tasks run with PyTorch's huge-page allocations on (less
+    system time, same numbers) and one OpenMP thread, unless the caller's environment sets
+    either: the caller's value is the one passed on."""
+    for var in ("THP_MEM_ALLOC_ENABLE", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    if caller is not None:
+        monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", caller)
+    envs, spy = [], subprocess.run
+
+    def seen(cmd, *args, **kwargs):
+        if "run.py" in str(cmd) and isinstance(cmd, str):
+            envs.append(kwargs["env"])
+        return spy(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", seen)
+    assert call(["smoke", "--local", "1", "--task", "swin"]) == 0
+    assert envs and all(e["THP_MEM_ALLOC_ENABLE"] == (caller or "1") for e in envs)
+    assert all(e["OMP_NUM_THREADS"] == "1" for e in envs)
+    assert call(["smoke", "--task", "swin"]) == 0
+    scripts = [p for p in box.outputs.rglob("*") if p.is_file() and "#SBATCH" in p.read_text()]
+    assert scripts, "no array script written"
+    preset = f"export THP_MEM_ALLOC_ENABLE={caller}; " if caller else ""
+    exports = [ln for ln in scripts[0].read_text().splitlines() if ln.startswith("export ")]
+    shell = preset + "; ".join(exports) + '; echo "$THP_MEM_ALLOC_ENABLE"'
+    out = subprocess.run(["bash", "-c", shell], capture_output=True, text=True)
+    assert out.stdout.strip() == (caller or "1")
