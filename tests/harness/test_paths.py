@@ -179,13 +179,18 @@ def test_the_ablation_sweeps_find_their_committed_cells(sweep, crashed, tmp_path
         (r["record"], r["state"]) for r in rows if r["state"] not in ("done", "crashed")]
 
 
-def test_the_beta1_controls_land_where_the_runs_in_progress_write_them(tmp_path, monkeypatch):
+def test_the_beta1_controls_land_where_claim_f_reads_them(tmp_path, monkeypatch):
+    """The control sweep makes exactly the baseline records of claim (f)'s small-scale cells."""
     monkeypatch.delenv("SOLO_RECORDS_DIR", raising=False)
     monkeypatch.setenv("SOLO_OUTPUTS_DIR", str(tmp_path / "outputs"))
+    claim = next(c for c in yaml.safe_load((ROOT / "conf/claims.yaml").read_text())["claims"]
+                 if c["id"] == "f")
+    tasks = [c["task"] for c in claim["cells"] if c["scale"] == "small"]
+    variants = [c["baseline_variant"] for c in claim["comparisons"]]
     sweep = {**submit.load_sweep("beta1_controls"), "seeds": [2]}
     got = {str(Path(c["record"]).relative_to(RUNS)) for c in submit.cells(sweep, "small")}
-    assert got == {f"small/{t}/adamw32/beta1={b}/seed2.json"
-                   for t in ("swin", "transformer", "dcn") for b in ("0.818", "0.525")}
+    assert got == {f"small/{t}/adamw32/{v}/seed2.json" for t in tasks for v in variants}
+    assert {"swin", "transformer", "dcn", "glue", "hstu"} <= set(tasks)
 
 
 def test_the_ablation_figure_reads_every_cell_of_the_sweeps():

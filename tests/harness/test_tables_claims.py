@@ -56,7 +56,7 @@ def test_claims_file_is_pre_registered_with_fixed_margins():
             for m in cell.setting.metrics:
                 assert m.margin > 0 and m.reason and m.better in ("higher", "lower"), m
     (f,) = [c for c in spec.claims if c.id == "f"]
-    assert [c.task for c in f.cells] == ["swin", "transformer", "dcn", "llama"]
+    assert [c.task for c in f.cells] == ["swin", "transformer", "dcn", "glue", "hstu", "llama"]
     # the baseline runs at the beta1 SOLO's rule gives the compared preset
     for comparison in f.comparisons:
         beta = presets.default_beta1(comparison.compared)
