@@ -37,10 +37,6 @@ import sys
 import time
 from pathlib import Path
 
-# Run as a file, a script imports this checkout's packages first, not those of the checkout
-# that a shared virtual environment was installed from (an editable install serves one).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import torch
 
 import solo

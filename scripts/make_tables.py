@@ -30,10 +30,6 @@ import statistics
 import sys
 from pathlib import Path
 
-# Run as a file, a script imports this checkout's packages first, not those of the checkout
-# that a shared virtual environment was installed from (an editable install serves one).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from experiments.records import RecordError, load_records
 from scripts import headroom
 from scripts.claims_spec import CLAIMS_FILE, ClaimsError, load_spec

@@ -12,14 +12,9 @@ table_layouts.LLAMA7B_MEMORY_COLUMNS. GB here is 2**30 bytes, as in the paper.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-# Run as a file, a script imports this checkout's packages first, not those of the checkout
-# that a shared virtual environment was installed from (an editable install serves one).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 from transformers import (

@@ -35,11 +35,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
-
-# Run as a file, a script imports this checkout's packages first, not those of the checkout
-# that a shared virtual environment was installed from (an editable install serves one).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scripts.sweep_file import (
     ARRAY_SCRIPT,
