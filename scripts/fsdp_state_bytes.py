@@ -25,6 +25,7 @@ from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 from transformers import LlamaConfig, LlamaForCausalLM
 
+import scripts  # noqa: F401  (refuses to run another checkout's code)
 import solo
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -42,6 +42,7 @@ import json
 import sys
 from pathlib import Path
 
+import scripts  # noqa: F401  (refuses to run another checkout's code)
 from experiments.errors import DataNotFound
 from experiments.llama import benchmarks, olmo_eval
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+import scripts  # noqa: F401  (refuses to run another checkout's code)
 from experiments.optimizers import PEERS
 from solo import AdaBelief
 from solo.full_precision import takes_torch_step

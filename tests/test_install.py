@@ -43,3 +43,31 @@ def test_a_script_runs_from_its_path_in_another_folder(script, tmp_path):
                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.startswith("usage: ")
+
+
+ENTRY_SCRIPTS = sorted(p.stem for p in (ROOT / "scripts").glob("*.py")
+                       if '__name__ == "__main__"' in p.read_text())
+
+
+@pytest.mark.parametrize("script", ENTRY_SCRIPTS)
+def test_a_script_of_another_checkout_refuses_this_checkouts_code(script, tmp_path):
+    # A second checkout used with this checkout's environment: its scripts would import this
+    # checkout's code, configs and records. They must stop and say so, not run.
+    other = tmp_path / "other"
+    (other / "solo").mkdir(parents=True)
+    (other / "run.py").write_text("")
+    (other / "scripts").mkdir()
+    (other / "scripts" / f"{script}.py").write_text((ROOT / "scripts" / f"{script}.py").read_text())
+    out = subprocess.run([sys.executable, str(other / "scripts" / f"{script}.py"), "--help"],
+                         capture_output=True, text=True, cwd=other, timeout=300)
+    assert out.returncode != 0
+    assert f"scripts/{script}.py belongs to the checkout {other.resolve()}" in out.stderr
+    assert f"PYTHONPATH={other.resolve()}" in out.stderr
+    assert "usage:" not in out.stdout
+
+
+def test_a_script_runs_as_a_module_of_its_checkout():
+    out = subprocess.run([sys.executable, "-m", "scripts.submit", "--help"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("usage: ")
