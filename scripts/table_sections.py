@@ -33,7 +33,8 @@ def distinct(values):
 
 def shots_text(eval_cfgs) -> str:
     """'all 0-shot' or 'mmlu 5-shot, arc_e 0-shot, ...': the shots the records' runs used
-    (a recipe's ``eval.shots``, else the runner's default per benchmark)."""
+    (a recipe's ``eval.shots``, else the runner's default per benchmark: the same rule as
+    experiments/llama/evaluate.py's ``shots_of``, which records made there must not change)."""
     per = {}
     for ev in eval_cfgs:
         for key in ev.get("benchmarks") or ():
