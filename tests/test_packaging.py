@@ -1,6 +1,7 @@
 """The set-up promises of the README: pins agree, CI runs the README's test command."""
 
 import re
+import subprocess
 from pathlib import Path
 
 import tomllib
@@ -32,3 +33,24 @@ def test_makefile_targets_are_documented():
     makefile = (ROOT / "Makefile").read_text()
     for target in ("setup", "run", "test", "test-all", "tables", "figures", "bench"):
         assert re.search(rf"^{target}:.*## ", makefile, flags=re.M), target
+
+
+def _make_run(*args):
+    """The command `make run` would run (PY=echo; setup taken as done), and its notes."""
+    out = subprocess.run(["make", "-s", "-o", "setup", "run", "PY=echo", *args], cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    return out.stdout
+
+
+def test_make_run_falls_back_to_dcn_only_when_cifar10_is_missing_and_task_is_the_default(
+        tmp_path):
+    cache = tmp_path / "cifar10_test.npz"
+    out = _make_run(f"CIFAR10_CACHE={cache}")
+    assert "CIFAR-10 is not at" in out and "get_cifar10.sh" in out
+    assert "run.py task=dcn optim=solo_4_2bit records_dir=outputs/records" in out
+    # an explicit TASK=swin gets the runner's error naming the fix, never another task
+    out = _make_run(f"CIFAR10_CACHE={cache}", "TASK=swin")
+    assert "NOTE" not in out and "run.py task=swin optim=solo_4_2bit scale.epochs=10" in out
+    cache.write_bytes(b"present")
+    out = _make_run(f"CIFAR10_CACHE={cache}")
+    assert "NOTE" not in out and "run.py task=swin optim=solo_4_2bit scale.epochs=10" in out

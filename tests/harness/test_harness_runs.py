@@ -175,6 +175,15 @@ def test_missing_cifar10_cache_names_the_path_and_the_fetch_command(run_smoke, m
     assert str(missing) in str(err.value) and "scripts/get_cifar10.sh" in str(err.value)
 
 
+# CIFAR-10 comes from the bigbench 1.0.0 sdist, which PyPI no longer serves: where `make setup`
+# could not fetch it, the tests of the real images cannot run (as for the other fetched data).
+needs_cifar10 = pytest.mark.skipif(
+    not swin_data.cifar10_path().exists(),
+    reason=f"{swin_data.cifar10_path()} absent: the bigbench 1.0.0 sdist could not be fetched "
+           f"(BIGBENCH_SDIST=<a local copy> {swin_data.FETCH_CIFAR})")
+
+
+@needs_cifar10
 def test_small_scale_data_is_the_fixed_stratified_cifar10_split():
     xtr, ytr, xte, yte = swin_data.load_cifar10()
     assert xtr.shape == (8000, 3, 32, 32) and xte.shape == (2000, 3, 32, 32)
@@ -203,6 +212,7 @@ def test_the_small_recipe_trains_on_colour_crops_and_mirrors():
 
 
 @pytest.mark.slow
+@needs_cifar10
 def test_small_scale_adamw32_learns_cifar10_in_a_quarter_of_the_recipe(run_smoke, one_thread):
     """The small-scale recipe shortened to 10 of its 40 epochs (what `make run` runs), seed 0,
     on one thread: it learns CIFAR-10 (top-1 >= 33%, chance 10%) and stays far from saturated
